@@ -1,0 +1,47 @@
+# make test / make demo: create .venv when missing, install the package with its dev extras
+# (building rankme_fast._C), then run the tests / the demo.
+#
+# OFFLINE=1 is the one switch for a machine with its own torch/Triton and no package
+# registry (the GPU box): the venv sees the system site-packages and nothing is downloaded.
+
+PYTHON ?= python3
+VENV ?= .venv
+OFFLINE ?= 0
+PY := $(VENV)/bin/python
+SOURCES := pyproject.toml setup.py CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
+export RANKME_FAST_REQUIRE_EXTENSION := 1
+
+ifeq ($(OFFLINE),1)
+VENV_FLAGS := --system-site-packages
+INSTALL := $(PY) -m pip install --no-index --no-build-isolation --no-deps -e .
+else
+VENV_FLAGS :=
+INSTALL := $(PY) -m pip install --no-build-isolation -e ".[dev]"
+endif
+
+.PHONY: test demo lint bench clean
+
+test: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+demo: $(VENV)/.installed
+	$(PY) -m rankme_fast.demo
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+
+bench: $(VENV)/.installed
+	$(PY) bench/bench_cpu.py
+
+$(VENV)/.installed: $(SOURCES)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==2.13.0"
+ifneq ($(OFFLINE),1)
+	$(PY) -m pip install "setuptools>=68" wheel "pybind11>=2.12" "cmake>=3.24" ninja scipy-openblas32
+endif
+	$(INSTALL)
+	touch $@
+
+clean:
+	rm -rf build *.egg-info rankme_fast/_C*.so

@@ -1,0 +1,106 @@
+// pybind11 module rankme_fast._C: thin wrappers over the C ABI. Arrays travel as integer
+// addresses with shapes and element strides, so the module links neither torch nor numpy.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "rankme_fast/rankme_fast.h"
+
+namespace py = pybind11;
+
+namespace {
+
+rf_matrix_view make_view(uintptr_t data, int32_t dtype, int64_t rows, int64_t cols, int64_t row_stride,
+                         int64_t col_stride) {
+  return rf_matrix_view{reinterpret_cast<const void*>(data), dtype, rows, cols, row_stride, col_stride};
+}
+
+void check(int status, const char* err) {
+  if (status != 0) throw std::runtime_error(err);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "rankme_fast native kernels (C++ CPU SYRK, CUDA runtime) behind a torch-free C ABI";
+  m.attr("DTYPE_FLOAT64") = static_cast<int>(RF_FLOAT64);
+  m.attr("DTYPE_FLOAT32") = static_cast<int>(RF_FLOAT32);
+  m.attr("DTYPE_FLOAT16") = static_cast<int>(RF_FLOAT16);
+  m.attr("DTYPE_BFLOAT16") = static_cast<int>(RF_BFLOAT16);
+  m.attr("KERNEL_AUTO") = static_cast<int>(RF_KERNEL_AUTO);
+  m.attr("KERNEL_BLAS") = static_cast<int>(RF_KERNEL_BLAS);
+  m.attr("KERNEL_TILED") = static_cast<int>(RF_KERNEL_TILED);
+  m.attr("cuda_compiled") = rf_cuda_compiled() != 0;
+  m.attr("blas") = rf_cpu_has_blas() ? py::cast(std::string(rf_cpu_blas_name())) : py::none();
+#ifdef _OPENMP
+  m.attr("openmp") = true;
+  m.def("openmp_max_threads", []() { return omp_get_max_threads(); });
+#else
+  m.attr("openmp") = false;
+  m.def("openmp_max_threads", []() { return 1; });
+#endif
+
+  m.def(
+      "syrk_update",
+      [](uintptr_t data, int32_t dtype, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride,
+         uintptr_t gram, uintptr_t shift, bool fast, int32_t kernel) {
+        const rf_matrix_view view = make_view(data, dtype, rows, cols, row_stride, col_stride);
+        char err[512] = {0};
+        int status;
+        {
+          py::gil_scoped_release release;
+          status = rf_cpu_syrk_update(&view, reinterpret_cast<const double*>(shift), reinterpret_cast<double*>(gram),
+                                      fast ? RF_FAST : RF_EXACT, kernel, err, sizeof err);
+        }
+        check(status, err);
+      },
+      py::arg("data"), py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"),
+      py::arg("col_stride"), py::arg("gram"), py::arg("shift") = 0, py::arg("fast") = false,
+      py::arg("kernel") = static_cast<int>(RF_KERNEL_AUTO),
+      "Add the lower triangle of (Z - shift)^T (Z - shift) into a row-major float64 gram.");
+
+  m.def(
+      "count_nonfinite_rows",
+      [](uintptr_t data, int32_t dtype, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
+        const rf_matrix_view view = make_view(data, dtype, rows, cols, row_stride, col_stride);
+        int64_t bad;
+        {
+          py::gil_scoped_release release;
+          bad = rf_cpu_count_nonfinite_rows(&view);
+        }
+        if (bad < 0) throw std::runtime_error("invalid matrix view");
+        return bad;
+      },
+      "Number of rows holding a NaN or an Inf.");
+
+  m.def(
+      "column_mean",
+      [](uintptr_t data, int32_t dtype, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride,
+         uintptr_t out) {
+        const rf_matrix_view view = make_view(data, dtype, rows, cols, row_stride, col_stride);
+        char err[512] = {0};
+        int status;
+        {
+          py::gil_scoped_release release;
+          status = rf_cpu_column_mean(&view, reinterpret_cast<double*>(out), err, sizeof err);
+        }
+        check(status, err);
+      },
+      "Write the float64 column means of Z into out.");
+
+  m.def(
+      "cuda_device_count",
+      []() {
+        int count = 0;
+        char err[512] = {0};
+        check(rf_cuda_device_count(&count, err, sizeof err), err);
+        return count;
+      },
+      "Number of visible CUDA devices; raises RuntimeError with the CUDA message when none can be used.");
+}

@@ -1,0 +1,18 @@
+// Internal entry points of the CPU kernels; the C ABI in syrk_cpu.cpp validates and routes.
+#pragma once
+#include "convert.h"
+
+namespace rankme_fast {
+
+// Both add the lower triangle of (z - shift)^T (z - shift) into gram (row-major cols x cols).
+// z is normalised: rows > 0, row_stride >= 0.
+void syrk_tiled_update(const rf_matrix_view& z, const double* shift, double* gram, int32_t precision);
+void syrk_blas_update(const rf_matrix_view& z, const double* shift, double* gram, int32_t precision);
+bool blas_available();
+const char* blas_name();
+
+// Rows per packed block: about 2*cols (so the buffer is O(cols^2), like the state), at least
+// 256 for BLAS efficiency, and at most `max_bytes` of packed data.
+int64_t packed_block_rows(int64_t rows, int64_t cols, int64_t elem_bytes);
+
+}  // namespace rankme_fast

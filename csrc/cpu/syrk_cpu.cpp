@@ -1,0 +1,102 @@
+// C ABI of the CPU kernels: checks the view, normalises it (a Gram matrix does not depend on
+// row order, so negative row strides are flipped) and routes to the BLAS or tiled SYRK.
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "kernels.h"
+
+using namespace rankme_fast;
+
+namespace {
+
+int fail(char* err, size_t err_len, const char* message) {
+  if (err && err_len) std::snprintf(err, err_len, "%s", message);
+  return 1;
+}
+
+bool valid_view(const rf_matrix_view* z) {
+  return z && z->data && z->rows > 0 && z->cols > 0 && z->dtype >= RF_FLOAT64 && z->dtype <= RF_BFLOAT16;
+}
+
+rf_matrix_view rows_ascending(const rf_matrix_view& z) {
+  rf_matrix_view v = z;
+  if (v.row_stride < 0) {
+    const int64_t elem = v.dtype == RF_FLOAT64 ? 8 : v.dtype == RF_FLOAT32 ? 4 : 2;
+    v.data = static_cast<const char*>(v.data) + (v.rows - 1) * v.row_stride * elem;
+    v.row_stride = -v.row_stride;
+  }
+  return v;
+}
+
+}  // namespace
+
+extern "C" {
+
+int rf_cpu_syrk_update(const rf_matrix_view* z, const double* shift, double* gram, int32_t precision,
+                       int32_t kernel, char* err, size_t err_len) {
+  if (!valid_view(z)) return fail(err, err_len, "invalid matrix view (null data, empty shape or unknown dtype)");
+  if (!gram) return fail(err, err_len, "gram pointer is null");
+  if (precision != RF_EXACT && precision != RF_FAST) return fail(err, err_len, "unknown precision code");
+  if (kernel == RF_KERNEL_BLAS && !blas_available())
+    return fail(err, err_len, "kernel 'blas' requested but rankme_fast._C was built without a BLAS");
+  if (kernel < RF_KERNEL_AUTO || kernel > RF_KERNEL_TILED) return fail(err, err_len, "unknown kernel code");
+  const rf_matrix_view v = rows_ascending(*z);
+  try {
+    const bool use_blas = kernel == RF_KERNEL_BLAS || (kernel == RF_KERNEL_AUTO && blas_available());
+    if (use_blas)
+      syrk_blas_update(v, shift, gram, precision);
+    else
+      syrk_tiled_update(v, shift, gram, precision);
+  } catch (const std::bad_alloc&) {
+    return fail(err, err_len, "out of memory allocating the packing buffer");
+  }
+  return 0;
+}
+
+int64_t rf_cpu_count_nonfinite_rows(const rf_matrix_view* z) {
+  if (!valid_view(z)) return -1;
+  const rf_matrix_view v = *z;
+  int64_t bad = 0;
+  dispatch_dtype(v.dtype, [&](auto tag) {
+    using Tag = decltype(tag);
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (v.rows * v.cols > (1 << 16))
+    for (int64_t r = 0; r < v.rows; ++r) {
+      const auto* row = row_pointer<Tag>(v, r);
+      bool finite = true;
+      for (int64_t c = 0; c < v.cols; ++c) finite &= Load<Tag>::finite(row[c * v.col_stride]);
+      bad += finite ? 0 : 1;
+    }
+  });
+  return bad;
+}
+
+int rf_cpu_column_mean(const rf_matrix_view* z, double* out, char* err, size_t err_len) {
+  if (!valid_view(z)) return fail(err, err_len, "invalid matrix view (null data, empty shape or unknown dtype)");
+  const rf_matrix_view v = *z;
+  // A fixed number of row chunks, summed in a fixed order: deterministic for any thread count.
+  constexpr int64_t kChunks = 16;
+  std::vector<double> partial(static_cast<size_t>(kChunks * v.cols), 0.0);
+  dispatch_dtype(v.dtype, [&](auto tag) {
+    using Tag = decltype(tag);
+#pragma omp parallel for schedule(static)
+    for (int64_t chunk = 0; chunk < kChunks; ++chunk) {
+      double* sums = partial.data() + chunk * v.cols;
+      for (int64_t r = chunk * v.rows / kChunks; r < (chunk + 1) * v.rows / kChunks; ++r) {
+        const auto* row = row_pointer<Tag>(v, r);
+        for (int64_t c = 0; c < v.cols; ++c) sums[c] += Load<Tag>::get(row[c * v.col_stride]);
+      }
+    }
+  });
+  for (int64_t c = 0; c < v.cols; ++c) {
+    double total = 0.0;
+    for (int64_t chunk = 0; chunk < kChunks; ++chunk) total += partial[chunk * v.cols + c];
+    out[c] = total / static_cast<double>(v.rows);
+  }
+  return 0;
+}
+
+int rf_cpu_has_blas(void) { return blas_available() ? 1 : 0; }
+const char* rf_cpu_blas_name(void) { return blas_name(); }
+
+}  // extern "C"

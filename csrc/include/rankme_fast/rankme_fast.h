@@ -1,0 +1,47 @@
+// Torch-free C ABI of the rankme_fast native kernels: raw pointers, shapes, strides in
+// elements, dtype codes. Every function returns 0 on success or a nonzero code with a
+// message written into `err` (never throws across the ABI).
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { RF_FLOAT64 = 0, RF_FLOAT32 = 1, RF_FLOAT16 = 2, RF_BFLOAT16 = 3 } rf_dtype;
+typedef enum { RF_EXACT = 0, RF_FAST = 1 } rf_precision;
+typedef enum { RF_KERNEL_AUTO = 0, RF_KERNEL_BLAS = 1, RF_KERNEL_TILED = 2 } rf_kernel;
+
+// A strided rows x cols matrix view; strides are in elements and may be negative or zero.
+typedef struct {
+  const void* data;
+  int32_t dtype;  // rf_dtype
+  int64_t rows, cols;
+  int64_t row_stride, col_stride;
+} rf_matrix_view;
+
+// gram[i*cols + j] += sum_r (z[r,i] - shift[i]) * (z[r,j] - shift[j]) for j <= i (lower
+// triangle of a row-major cols x cols float64 matrix; the upper triangle is not touched).
+// shift may be NULL. precision RF_EXACT forms products and sums in float64; RF_FAST forms
+// them in float32 within a row block and adds the blocks in float64.
+int rf_cpu_syrk_update(const rf_matrix_view* z, const double* shift, double* gram,
+                       int32_t precision, int32_t kernel, char* err, size_t err_len);
+
+// Number of rows holding at least one NaN or Inf; -1 on a bad view.
+int64_t rf_cpu_count_nonfinite_rows(const rf_matrix_view* z);
+
+// Column means in float64 (out has z->cols entries).
+int rf_cpu_column_mean(const rf_matrix_view* z, double* out, char* err, size_t err_len);
+
+// 1 when the BLAS route was compiled in, and its name.
+int rf_cpu_has_blas(void);
+const char* rf_cpu_blas_name(void);
+
+// CUDA runtime status: number of visible devices, or a nonzero code and the CUDA message.
+int rf_cuda_compiled(void);
+int rf_cuda_device_count(int* count, char* err, size_t err_len);
+
+#ifdef __cplusplus
+}
+#endif

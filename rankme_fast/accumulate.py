@@ -1,0 +1,295 @@
+"""GramAccumulator: the float64 state (Gram, count, and for centred statistics the mean)
+that a stream of batches is folded into. Nothing N x D is ever kept.
+
+Centring is done the numerically safe way: each batch is centred on its own float64 mean
+inside the kernel (fused shift), and batches are combined with the Chan/Pébay pairwise
+update, so the result stays exact when |mean| >> std.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from rankme_fast._inputs import Matrix, as_matrix
+from rankme_fast.backends import check_choice, select_backend
+from rankme_fast.backends.base import PRECISIONS
+from rankme_fast.spectrum import Spectrum, spectrum_of_gram
+
+_STATE_FORMAT = "rankme_fast.GramAccumulator"
+_STATE_VERSION = 1
+_NONFINITE_POLICIES = ("raise", "drop")
+
+
+class GramAccumulator:
+    """Streams batches of embeddings (N, D) into a float64 D x D Gram state.
+
+    `update` takes torch tensors (any device) or numpy arrays of any float dtype, shape
+    (..., D). Bad input raises ValueError/TypeError and leaves the state unchanged.
+    """
+
+    def __init__(
+        self,
+        dim: int | None = None,
+        *,
+        centered: bool = False,
+        precision: str = "exact",
+        backend: str = "auto",
+        device: str | torch.device | None = None,
+        nonfinite: str = "raise",
+    ) -> None:
+        check_choice(backend, precision)
+        if dim is not None and (not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0):
+            raise ValueError(f"dim must be a positive integer or None, got {dim!r}")
+        if nonfinite not in _NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite must be one of {_NONFINITE_POLICIES}, got {nonfinite!r}")
+        self._dim = None if dim is None else int(dim)
+        self.centered = bool(centered)
+        self.precision = precision
+        self.backend = backend
+        self.nonfinite = nonfinite
+        self._device = None if device is None else torch.device(device)
+        self._gram: torch.Tensor | None = None
+        self._mean: torch.Tensor | None = None
+        self._count = 0
+        self.last_backend: str | None = None
+        self.passed_over: dict[str, str] = {}
+
+    # -- read-only views ------------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        """Number of rows accumulated so far."""
+        return self._count
+
+    @property
+    def dim(self) -> int | None:
+        """Embedding dimension D (None until fixed by the constructor or the first batch)."""
+        return self._dim
+
+    @property
+    def device(self) -> torch.device | None:
+        return self._device
+
+    @property
+    def mean(self) -> torch.Tensor | None:
+        """Float64 column mean of everything seen (centred accumulators only)."""
+        return None if self._mean is None else self._mean.clone()
+
+    def gram(self) -> torch.Tensor:
+        """The full symmetric float64 matrix: ZᵀZ, or the centred scatter Σ(z-μ)(z-μ)ᵀ."""
+        if self._gram is None:
+            raise ValueError("nothing has been accumulated yet")
+        return _symmetric(self._gram)
+
+    # -- updates ----------------------------------------------------------------------------
+
+    def update(self, batch: Any) -> GramAccumulator:
+        """Add one batch of shape (..., D); leading dimensions are flattened."""
+        matrix = as_matrix(batch)
+        if self._dim is not None and matrix.cols != self._dim:
+            raise ValueError(f"batch has D={matrix.cols} but this accumulator has dim={self._dim}")
+        device = self._device if self._device is not None else matrix.device
+        matrix = matrix.to(device)
+        backend, passed_over = select_backend(matrix, self.precision, self.backend)
+        matrix = self._finite_rows(matrix, backend)
+        if matrix is None:
+            return self
+        self._ensure_state(matrix.cols, device)
+        assert self._gram is not None
+        if not self.centered:
+            backend.add_gram(matrix, self._gram, None, self.precision)
+            self._count += matrix.rows
+        else:
+            batch_mean = backend.column_mean(matrix).to(device)
+            backend.add_gram(matrix, self._gram, batch_mean, self.precision)
+            self._combine_means(matrix.rows, batch_mean)
+        self.last_backend, self.passed_over = backend.name, passed_over
+        return self
+
+    def merge(self, other: GramAccumulator) -> GramAccumulator:
+        """Fold another accumulator's state into this one (sum, or Chan merge when centred)."""
+        if not isinstance(other, GramAccumulator):
+            raise TypeError(f"can only merge a GramAccumulator, got {type(other).__name__}")
+        if other.centered != self.centered or other.precision != self.precision:
+            raise ValueError(
+                f"cannot merge centered={other.centered}, precision={other.precision!r} into "
+                f"centered={self.centered}, precision={self.precision!r}"
+            )
+        if self._dim is not None and other._dim is not None and other._dim != self._dim:
+            raise ValueError(f"cannot merge dim={other._dim} into dim={self._dim}")
+        if other._count == 0:
+            return self
+        assert other._gram is not None
+        device = self._device if self._device is not None else other._gram.device
+        other_gram = other._gram.to(device)
+        other_mean = None if other._mean is None else other._mean.to(device)
+        self._ensure_state(other._gram.shape[0], device)
+        assert self._gram is not None
+        if other_gram.data_ptr() == self._gram.data_ptr():
+            other_gram = other_gram.clone()
+        self._gram += other_gram
+        if self.centered:
+            assert other_mean is not None
+            self._combine_means(other._count, other_mean.clone())
+        else:
+            self._count += other._count
+        return self
+
+    def reset(self) -> None:
+        """Forget everything accumulated; keeps dim, device and options."""
+        if self._gram is not None:
+            self._gram.zero_()
+        if self._mean is not None:
+            self._mean.zero_()
+        self._count = 0
+
+    def spectrum(self) -> Spectrum:
+        """Eigenvalues of the state in float64, top min(count, dim) of them, descending."""
+        if self._gram is None or self._count == 0:
+            raise ValueError("nothing has been accumulated yet")
+        assert self._dim is not None
+        return spectrum_of_gram(self._gram, count=self._count, dim=self._dim, centered=self.centered)
+
+    def rankme(self, eps: float = 1e-7) -> float:
+        return self.spectrum().rankme(eps)
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: CPU float64 tensors and plain Python values."""
+        return {
+            "format": _STATE_FORMAT,
+            "version": _STATE_VERSION,
+            "dim": self._dim,
+            "count": self._count,
+            "centered": self.centered,
+            "precision": self.precision,
+            "gram": None if self._gram is None else _symmetric(self._gram).cpu(),
+            "mean": None if self._mean is None else self._mean.cpu().clone(),
+        }
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        state: Mapping[str, Any],
+        *,
+        backend: str = "auto",
+        device: str | torch.device | None = None,
+    ) -> GramAccumulator:
+        """Rebuild an accumulator from `state_dict()` output, checking everything it loads."""
+        checked = _check_state(state)
+        acc = cls(
+            checked["dim"],
+            centered=checked["centered"],
+            precision=checked["precision"],
+            backend=backend,
+            device=device,
+        )
+        if checked["gram"] is not None:
+            target = acc._device if acc._device is not None else torch.device("cpu")
+            acc._device = target
+            acc._gram = checked["gram"].to(target).contiguous()
+            acc._mean = None if checked["mean"] is None else checked["mean"].to(target)
+            acc._count = checked["count"]
+        return acc
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _finite_rows(self, matrix: Matrix, backend: Any) -> Matrix | None:
+        bad = backend.count_nonfinite_rows(matrix)
+        if bad == 0:
+            return matrix
+        if self.nonfinite == "raise":
+            raise ValueError(
+                f"batch has {bad} of {matrix.rows} rows holding NaN or Inf; nothing was added "
+                "(pass nonfinite='drop' to skip such rows)"
+            )
+        keep = torch.isfinite(matrix.torch()).all(dim=1)
+        return None if bad == matrix.rows else matrix.select_rows(keep)
+
+    def _ensure_state(self, dim: int, device: torch.device) -> None:
+        if self._gram is None:
+            self._gram = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+            if self.centered:
+                self._mean = torch.zeros(dim, dtype=torch.float64, device=device)
+            self._dim, self._device = dim, device
+
+    def _combine_means(self, n_b: int, mean_b: torch.Tensor) -> None:
+        """Chan/Pébay: M2 += M2_b (already added) + δδᵀ n_a n_b / n; μ += δ n_b / n."""
+        assert self._gram is not None and self._mean is not None
+        n_a = self._count
+        n = n_a + n_b
+        delta = mean_b - self._mean
+        if n_a:
+            self._gram.addr_(delta, delta, alpha=n_a * n_b / n)
+        self._mean.add_(delta, alpha=n_b / n)
+        self._count = n
+
+
+def _symmetric(gram: torch.Tensor) -> torch.Tensor:
+    lower = torch.tril(gram)
+    return lower + torch.tril(gram, -1).T
+
+
+def _check_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(state, Mapping):
+        raise TypeError(f"state must be a mapping from state_dict(), got {type(state).__name__}")
+    if state.get("format") != _STATE_FORMAT or state.get("version") != _STATE_VERSION:
+        raise ValueError(
+            f"not a GramAccumulator state (format={state.get('format')!r}, version={state.get('version')!r})"
+        )
+    missing = {"dim", "count", "centered", "precision", "gram", "mean"} - set(state)
+    if missing:
+        raise ValueError(f"state is missing keys: {sorted(missing)}")
+    dim, count, centered, precision = state["dim"], state["count"], state["centered"], state["precision"]
+    if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 0:
+        raise ValueError(f"state count must be a non-negative integer, got {count!r}")
+    if not isinstance(centered, bool):
+        raise ValueError(f"state centered must be a bool, got {centered!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"state precision must be one of {PRECISIONS}, got {precision!r}")
+    gram, mean = state["gram"], state["mean"]
+    if gram is None:
+        if count != 0 or mean is not None:
+            raise ValueError("state has no gram but a nonzero count or a mean")
+        return {"dim": dim, "count": 0, "centered": centered, "precision": precision, "gram": None, "mean": None}
+    gram = _float64_tensor(gram, "gram")
+    if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or (dim is not None and gram.shape[0] != dim):
+        raise ValueError(f"state gram must have shape ({dim}, {dim}), got {tuple(gram.shape)}")
+    if not bool(torch.isfinite(gram).all()):
+        raise ValueError("state gram holds NaN or Inf")
+    scale = float(gram.diagonal().abs().max()) if gram.numel() else 0.0
+    if float((gram - gram.T).abs().max()) > 1e-12 * max(scale, 1e-300):
+        raise ValueError("state gram is not symmetric")
+    if float(gram.diagonal().min()) < 0:
+        raise ValueError("state gram has a negative diagonal entry: it cannot be a Gram matrix")
+    if count == 0 and bool(gram.any()):
+        raise ValueError("state count is 0 but its gram is not zero")
+    if centered:
+        if mean is None:
+            raise ValueError("centred state is missing its mean")
+        mean = _float64_tensor(mean, "mean")
+        if tuple(mean.shape) != (gram.shape[0],) or not bool(torch.isfinite(mean).all()):
+            raise ValueError(f"state mean must be a finite vector of length {gram.shape[0]}")
+    elif mean is not None:
+        raise ValueError("uncentred state must not carry a mean")
+    return {
+        "dim": int(gram.shape[0]),
+        "count": int(count),
+        "centered": centered,
+        "precision": precision,
+        "gram": gram,
+        "mean": mean,
+    }
+
+
+def _float64_tensor(value: Any, name: str) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor) or value.dtype != torch.float64:
+        raise ValueError(f"state {name} must be a float64 tensor, got {getattr(value, 'dtype', type(value))}")
+    return value.detach().cpu().clone()

@@ -1,0 +1,52 @@
+"""Backend registry: picks the first backend, in order of preference, that supports an input,
+and says why each other one was passed over."""
+
+from __future__ import annotations
+
+from rankme_fast._inputs import Matrix
+from rankme_fast.backends.base import PRECISIONS, Backend
+from rankme_fast.backends.cpu_backend import CpuBackend
+from rankme_fast.backends.torch_backend import TorchBackend
+
+# Fastest first: "auto" takes the first one that accepts the input.
+_REGISTRY: dict[str, Backend] = {
+    "cpu": CpuBackend(),
+    "cpu-tiled": CpuBackend(kernel="tiled"),
+    "torch": TorchBackend(),
+}
+_PREFERENCE = ("cpu", "torch")
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def check_choice(backend: str, precision: str) -> None:
+    """Raise for an unknown backend or precision name."""
+    if backend != "auto" and backend not in _REGISTRY:
+        raise ValueError(f"unknown backend {backend!r}; choose 'auto' or one of {', '.join(_REGISTRY)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def available_backends() -> dict[str, str | None]:
+    """Backend name -> None if usable on this machine, else the reason it is not."""
+    return {name: backend.unavailable_reason(None, "exact") for name, backend in _REGISTRY.items()}
+
+
+def select_backend(matrix: Matrix, precision: str, requested: str = "auto") -> tuple[Backend, dict[str, str]]:
+    """The backend for this input and, for 'auto', why each preferred one was passed over."""
+    check_choice(requested, precision)
+    if requested != "auto":
+        backend = _REGISTRY[requested]
+        reason = backend.unavailable_reason(matrix, precision)
+        if reason is not None:
+            raise ValueError(f"backend {requested!r} cannot take this input: {reason}")
+        return backend, {}
+    passed_over: dict[str, str] = {}
+    for name in _PREFERENCE:
+        reason = _REGISTRY[name].unavailable_reason(matrix, precision)
+        if reason is None:
+            return _REGISTRY[name], passed_over
+        passed_over[name] = reason
+    raise RuntimeError(f"no backend accepts this input: {passed_over}")  # torch always does

@@ -1,0 +1,29 @@
+"""The one contract every backend fulfils: add (Z - shift)^T (Z - shift) of a batch into a
+float64 state whose lower triangle is authoritative, plus the two batch reductions the
+accumulator needs before it touches the state."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from rankme_fast._inputs import Matrix
+
+PRECISIONS = ("exact", "fast")
+
+
+class Backend(Protocol):
+    name: str
+
+    def unavailable_reason(self, matrix: Matrix | None, precision: str) -> str | None:
+        """None when this backend can take `matrix` (or any input, when None), else why not."""
+
+    def add_gram(self, matrix: Matrix, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
+        """gram[lower] += (Z - shift)^T (Z - shift); gram is (D, D) float64 on the state's device."""
+
+    def column_mean(self, matrix: Matrix) -> torch.Tensor:
+        """Float64 column means of Z, shape (D,), on the matrix's device."""
+
+    def count_nonfinite_rows(self, matrix: Matrix) -> int:
+        """Number of rows holding a NaN or an Inf."""

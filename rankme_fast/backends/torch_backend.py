@@ -1,0 +1,45 @@
+"""Reference backend: plain torch ops on any device. Exact mode upcasts to float64 before the
+product; fast mode multiplies in float32 per chunk and adds chunks in float64. Rows go in
+chunks so the float64 copy stays bounded whatever the batch size."""
+
+from __future__ import annotations
+
+import torch
+
+from rankme_fast._inputs import Matrix
+
+_CHUNK_ELEMENTS = 1 << 24  # about 128 MB of float64 per chunk
+
+
+class TorchBackend:
+    name = "torch"
+
+    def unavailable_reason(self, matrix: Matrix | None, precision: str) -> str | None:
+        return None
+
+    def add_gram(self, matrix: Matrix, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
+        z = matrix.torch()
+        for chunk in z.split(_chunk_rows(matrix.cols)):
+            rows = chunk.to(torch.float64)
+            if shift is not None:
+                rows = rows - shift
+            if precision == "exact":
+                gram.addmm_(rows.T, rows)
+            else:
+                single = rows.to(torch.float32)
+                gram.add_(torch.mm(single.T, single).to(torch.float64))
+
+    def column_mean(self, matrix: Matrix) -> torch.Tensor:
+        z = matrix.torch()
+        total = torch.zeros(matrix.cols, dtype=torch.float64, device=z.device)
+        for chunk in z.split(_chunk_rows(matrix.cols)):
+            total += chunk.to(torch.float64).sum(dim=0)
+        return total / matrix.rows
+
+    def count_nonfinite_rows(self, matrix: Matrix) -> int:
+        z = matrix.torch()
+        return int(sum(int((~torch.isfinite(c)).any(dim=1).sum()) for c in z.split(_chunk_rows(matrix.cols))))
+
+
+def _chunk_rows(cols: int) -> int:
+    return max(1, _CHUNK_ELEMENTS // cols)
