@@ -10,10 +10,10 @@ from rankme_fast.spectrum import Spectrum
 __version__ = "0.1.0"
 
 __all__ = [
+    "_C",
     "GramAccumulator",
     "Spectrum",
     "__version__",
-    "_C",
     "available_backends",
     "metrics",
     "rankme",

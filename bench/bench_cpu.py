@@ -1,0 +1,174 @@
+"""Side-by-side CPU benchmark (one process, interleaved rounds, medians and ratios).
+
+End to end: rf.rankme (exact, fast) vs torch.linalg.svdvals fp32, numpy.linalg.svd fp64 and
+plain torch Z.T @ Z + eigvalsh. Gram step alone: the C++ kernel (BLAS and tiled, exact and
+fast) vs torch.mm(Z.T, Z) fp32 and the float64 route Zd = Z.double(); Zd.T @ Zd.
+Writes bench/results/cpu-<date>.json and prints a markdown table.
+
+    python bench/bench_cpu.py [--rows 25600] [--dim 2048] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import rankme_fast as rf
+from rankme_fast._inputs import as_matrix
+from rankme_fast.backends.cpu_backend import CpuBackend
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def gram_with(kernel: str, precision: str, z: torch.Tensor) -> Callable[[], object]:
+    backend, matrix = CpuBackend(kernel), as_matrix(z)
+
+    def run() -> torch.Tensor:
+        gram = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float64)
+        backend.add_gram(matrix, gram, None, precision)
+        return gram
+
+    return run
+
+
+def torch_gram_eig_rankme(z: torch.Tensor) -> float:
+    zd = z.double()
+    eig = torch.linalg.eigvalsh(zd.T @ zd).clamp(min=0).flip(0)
+    return rf.metrics.rankme(eig.sqrt().numpy())
+
+
+def time_interleaved(cases: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Each round runs every case once; the order rotates so no case always goes first."""
+    names = list(cases)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = time.perf_counter()
+            cases[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=25600)
+    parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--svd-rounds", type=int, default=3, help="rounds of the slow SVD baselines")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    n, d = args.rows, args.dim
+    z = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
+    zn = z.numpy()
+
+    # Accuracy first: every RankMe against float64 SVD of the same fp32 values.
+    sigma = np.linalg.svd(zn.astype(np.float64), compute_uv=False)
+    reference = rf.metrics.rankme(sigma)
+    values = {
+        "rf.rankme exact": rf.rankme(z),
+        "rf.rankme fast": rf.rankme(z, precision="fast"),
+        "torch.linalg.svdvals fp32": rf.metrics.rankme(torch.linalg.svdvals(z).double().numpy()),
+        "torch Z.T@Z fp64 + eigvalsh": torch_gram_eig_rankme(z),
+    }
+
+    end_to_end = {
+        "rf.rankme exact": lambda: rf.rankme(z),
+        "rf.rankme fast": lambda: rf.rankme(z, precision="fast"),
+        "torch.linalg.svdvals fp32": lambda: torch.linalg.svdvals(z),
+        "torch Z.T@Z fp64 + eigvalsh": lambda: torch_gram_eig_rankme(z),
+        "numpy.linalg.svd fp64": lambda: np.linalg.svd(zn.astype(np.float64), compute_uv=False),
+    }
+    kernels = ["blas", "tiled"] if rf._C is not None and rf._C.blas else ["tiled"]
+    gram_step: dict[str, Callable[[], object]] = {
+        "torch.mm(Z.T, Z) fp32": lambda: torch.mm(z.T, z),
+        "torch Zd=Z.double(); Zd.T@Zd": lambda: (lambda zd: zd.T @ zd)(z.double()),
+    }
+    for kernel in kernels:
+        gram_step[f"C++ {kernel} exact"] = gram_with(kernel, "exact", z)
+        gram_step[f"C++ {kernel} fast"] = gram_with(kernel, "fast", z)
+    gram64 = (lambda zd: zd.T @ zd)(z.double())
+    eig = {"torch.linalg.eigvalsh fp64 DxD": lambda: torch.linalg.eigvalsh(gram64)}
+
+    for case in (end_to_end, gram_step, eig):  # warm-up: thread pools, allocator, BLAS buffers
+        for run in case.values():
+            run()
+    t_end = time_interleaved(end_to_end, args.svd_rounds)
+    t_gram = time_interleaved(gram_step, args.rounds)
+    t_eig = time_interleaved(eig, args.rounds)
+
+    def summary(times: dict[str, list[float]]) -> dict[str, dict]:
+        return {k: {"median_s": statistics.median(v), "min_s": min(v), "runs_s": v} for k, v in times.items()}
+
+    med = {k: statistics.median(v) for k, v in {**t_end, **t_gram, **t_eig}.items()}
+    best = "blas" if "blas" in kernels else "tiled"
+    ratios = {
+        "rankme exact vs svdvals fp32": med["torch.linalg.svdvals fp32"] / med["rf.rankme exact"],
+        "rankme fast vs svdvals fp32": med["torch.linalg.svdvals fp32"] / med["rf.rankme fast"],
+        "C++ exact Gram vs torch fp64 route": med["torch Zd=Z.double(); Zd.T@Zd"] / med[f"C++ {best} exact"],
+        "C++ fast Gram vs torch.mm fp32": med["torch.mm(Z.T, Z) fp32"] / med[f"C++ {best} fast"],
+    }
+    floor = {
+        "gram_multiply_adds": n * d * (d + 1) // 2,
+        "gram_flops": n * d * (d + 1),
+        "full_gemm_flops": 2 * n * d * d,
+        "eigensolve_flops_approx": int(4 / 3 * d**3),
+        "input_bytes_fp32": n * d * 4,
+        "state_bytes_fp64": d * d * 8,
+    }
+    result = {
+        "benchmark": "bench/bench_cpu.py",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cpu": cpu_model(), "logical_cores": os.cpu_count(), "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "versions": {
+            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "rankme_fast": rf.__version__, "blas": None if rf._C is None else rf._C.blas,
+        },
+        "shape": {"rows": n, "dim": d, "dtype": "float32"},
+        "rounds": {"gram": args.rounds, "end_to_end": args.svd_rounds},
+        "floor": floor,
+        "end_to_end": summary(t_end),
+        "gram_step": summary(t_gram),
+        "eigensolve": summary(t_eig),
+        "ratios_of_medians": ratios,
+        "accuracy_vs_float64_svd": {k: {"rankme": v, "rel_error": abs(v - reference) / reference}
+                                    for k, v in values.items()} | {"reference_rankme": reference},
+    }
+    out = args.out or RESULTS / f"cpu-{dt.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+    print(f"N={n} D={d} fp32 on {result['machine']['cpu']} ({os.cpu_count()} cores); medians of interleaved runs\n")
+    print("| step | median s | GFLOP/s (useful) | rel err vs fp64 SVD |\n|---|---:|---:|---:|")
+    for name, seconds in med.items():
+        flops = floor["gram_flops"] if name in t_gram else None
+        rate = f"{flops / seconds / 1e9:.0f}" if flops else ""
+        err = result["accuracy_vs_float64_svd"].get(name, {}).get("rel_error")
+        print(f"| {name} | {seconds:.3f} | {rate} | {'' if err is None else f'{err:.1e}'} |")
+    print("\n| ratio (median over median) | x |\n|---|---:|")
+    for name, ratio in ratios.items():
+        print(f"| {name} | {ratio:.2f} |")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

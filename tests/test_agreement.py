@@ -1,0 +1,110 @@
+"""Every backend, input dtype and spectrum against float64 SVD (DESIGN.md §3, §5)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import (
+    CPU_BACKENDS,
+    DTYPES,
+    SPECTRA,
+    TOLERANCE,
+    as_dtype,
+    condition_class,
+    make_embeddings,
+    reference_rankme,
+    relative_error,
+    tolerance,
+)
+
+import rankme_fast as rf
+
+SHAPES = [(700, 37), (300, 130), (1, 9), (20, 67), (129, 64)]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", SPECTRA)
+@pytest.mark.parametrize("precision", ["exact", "fast"])
+def test_rankme_matches_svd(backend, dtype, kind, precision, rng):
+    n, d = SHAPES[rng.integers(len(SHAPES))]
+    z = as_dtype(make_embeddings(kind, n, d, seed=int(rng.integers(1 << 31))), dtype)
+    value = rf.rankme(z, backend=backend, precision=precision)
+    assert relative_error(value, reference_rankme(z)) <= tolerance(z, precision), (n, d)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(513, 100), (64, 200), (1, 5), (5, 1), (1000, 1)])
+def test_centered_matches_svd_of_centred_data(backend, dtype, shape, rng):
+    z = as_dtype(make_embeddings("large_mean", *shape, seed=int(rng.integers(1 << 31))), dtype)
+    if shape[0] == 1:  # one centred row is all zeros: RankMe is undefined
+        with pytest.raises(ValueError, match="undefined"):
+            rf.rankme(z, backend=backend, centered=True)
+        return
+    value = rf.rankme(z, backend=backend, centered=True)
+    assert relative_error(value, reference_rankme(z, centered=True)) <= 1e-5
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_centered_stream_is_exact_when_mean_dwarfs_spread(backend, rng):
+    """|mean| / std = 1e6: a naive G - s sᵀ/n in float64 would lose every digit."""
+    spread = rng.standard_normal((4000, 24)) * np.linspace(1.0, 3.0, 24)
+    z = spread + 1e6
+    acc = rf.GramAccumulator(centered=True, backend=backend)
+    for batch in np.array_split(z, 7):
+        acc.update(batch)
+    got = acc.spectrum().rankme()
+    assert relative_error(got, reference_rankme(spread, centered=True)) <= 1e-7
+    expected_cov = np.cov(spread, rowvar=False) * (len(z) - 1)
+    np.testing.assert_allclose(acc.gram().numpy(), expected_cov, rtol=1e-6, atol=1e-6 * expected_cov.max())
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_wide_input_uses_top_min_n_d_values(backend, dtype, rng):
+    """N < D: N x N route for a whole Z, and a stream keeps only min(N, D) eigenvalues."""
+    z = as_dtype(rng.standard_normal((40, 300)), dtype)
+    whole = rf.spectrum(z, backend=backend)
+    assert whole.eigenvalues.shape == (40,)
+    stream = rf.GramAccumulator(backend=backend)
+    for batch in z.split(13):
+        stream.update(batch)
+    streamed = stream.spectrum()
+    assert streamed.eigenvalues.shape == (40,)
+    expected = reference_rankme(z)
+    assert relative_error(whole.rankme(), expected) <= 1e-9
+    assert relative_error(streamed.rankme(), expected) <= 1e-5
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_wide_centered(backend, rng):
+    z = rng.standard_normal((30, 200)) + 7.0  # rank 29 once centred: rank-deficient class
+    value = rf.rankme(z, centered=True, backend=backend)
+    assert relative_error(value, reference_rankme(z, True)) <= TOLERANCE[condition_class(z, centered=True)]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_collapsed_embeddings_within_design_bound(backend):
+    """DESIGN.md §3 case at reduced size: rank-32 collapse, D=256, exact route ≤ 1e-5."""
+    rng = np.random.default_rng()
+    z = (rng.standard_normal((4096, 32)) @ rng.standard_normal((32, 256))).astype(np.float32)
+    assert relative_error(rf.rankme(z, backend=backend), reference_rankme(z)) <= 1e-5
+
+
+def test_bfloat16_numpy_input_via_ml_dtypes(rng):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    z = rng.standard_normal((200, 30)).astype(ml_dtypes.bfloat16)
+    expected = reference_rankme(z.astype(np.float64))
+    assert relative_error(rf.rankme(z), expected) <= 1e-9
+
+
+def test_spectrum_fields(rng):
+    z = torch.from_numpy(rng.standard_normal((100, 20)))
+    spec = rf.spectrum(z)
+    assert isinstance(spec, rf.Spectrum)
+    assert spec.count == 100 and spec.dim == 20 and not spec.centered
+    assert spec.eigenvalues.dtype == np.float64
+    assert np.all(np.diff(spec.eigenvalues) <= 0)
+    np.testing.assert_allclose(spec.singular_values, np.linalg.svd(z.numpy(), compute_uv=False), rtol=1e-10)
