@@ -51,8 +51,10 @@ class Matrix:
             return self
         return Matrix(self.torch().to(device), self.dtype, device)
 
-    def transposed(self) -> Matrix:
-        return Matrix(self.data.T, self.dtype, self.device)
+    def transposed_copy(self) -> Matrix:
+        """Zᵀ made contiguous, so kernels read rows in place instead of gathering columns."""
+        data = self.data.T.contiguous() if isinstance(self.data, torch.Tensor) else np.ascontiguousarray(self.data.T)
+        return Matrix(data, self.dtype, self.device)
 
     def select_rows(self, keep: torch.Tensor) -> Matrix:
         return Matrix(self.torch()[keep.to(self.device)], self.dtype, self.device)

@@ -49,6 +49,6 @@ def _wide_spectrum(matrix: Matrix, *, centered: bool, precision: str, backend: s
         z = matrix.torch().to(torch.float64)
         matrix = as_matrix(z - z.mean(dim=0), name="Z")
     acc = GramAccumulator(rows, precision=precision, backend=backend)
-    acc.update(matrix.transposed().data)
+    acc.update(matrix.transposed_copy().data)  # N x D elements: no more than a D x D state
     assert acc._gram is not None
     return spectrum_of_gram(acc._gram, count=rows, dim=cols, centered=centered)
