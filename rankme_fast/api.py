@@ -41,14 +41,13 @@ def rankme(
 
 def _wide_spectrum(matrix: Matrix, *, centered: bool, precision: str, backend: str) -> Spectrum:
     rows, cols = matrix.rows, matrix.cols
-    checker, _ = select_backend(matrix, precision, backend)
-    bad = checker.count_nonfinite_rows(matrix)
+    chosen, _ = select_backend(matrix, precision, backend)
+    bad = chosen.count_nonfinite_rows(matrix)
     if bad:
         raise ValueError(f"Z has {bad} of {rows} rows holding NaN or Inf")
     if centered:  # centre explicitly in float64: N·D < D² elements, smaller than a D x D state
         z = matrix.torch().to(torch.float64)
         matrix = as_matrix(z - z.mean(dim=0), name="Z")
-    acc = GramAccumulator(rows, precision=precision, backend=backend)
-    acc.update(matrix.transposed_copy().data)  # N x D elements: no more than a D x D state
-    assert acc._gram is not None
-    return spectrum_of_gram(acc._gram, count=rows, dim=cols, centered=centered)
+    gram = torch.zeros(rows, rows, dtype=torch.float64, device=matrix.device)
+    chosen.add_gram(matrix.transposed_copy(), gram, None, precision)  # Z Zᵀ, from a contiguous Zᵀ
+    return spectrum_of_gram(gram, count=rows, dim=cols, centered=centered)

@@ -17,9 +17,8 @@ KERNELS = ["blas", "tiled"] if rf._C is not None and rf._C.blas else ["tiled"]
 
 def _gram(z, kernel, precision="exact", shift=None):
     matrix = as_matrix(z)
-    gram = torch.full((matrix.cols, matrix.cols), 7.0, dtype=torch.float64)  # poisoned upper triangle
-    gram.tril_(0).zero_()
-    gram += torch.triu(torch.full_like(gram, 7.0), 1)
+    # zero lower triangle, poisoned upper one: the kernel must leave the 7.0s alone
+    gram = torch.triu(torch.full((matrix.cols, matrix.cols), 7.0, dtype=torch.float64), 1)
     CpuBackend(kernel).add_gram(matrix, gram, shift, precision)
     return gram
 

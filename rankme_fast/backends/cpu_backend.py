@@ -51,9 +51,6 @@ def _kernel_code(kernel: str) -> int:
     return {"auto": native.KERNEL_AUTO, "blas": native.KERNEL_BLAS, "tiled": native.KERNEL_TILED}[kernel]
 
 
-_DTYPE_CODES = {"float64": 0, "float32": 1, "float16": 2, "bfloat16": 3}
-
-
 def _view(matrix: Matrix) -> tuple[int, int, int, int, int, int]:
     """(address, dtype code, rows, cols, row stride, col stride) with strides in elements."""
     data = matrix.data
@@ -65,4 +62,4 @@ def _view(matrix: Matrix) -> tuple[int, int, int, int, int, int]:
             data = np.ascontiguousarray(data)
         address = data.__array_interface__["data"][0]
         strides = tuple(s // itemsize for s in data.strides)
-    return address, _DTYPE_CODES[matrix.dtype], matrix.rows, matrix.cols, strides[0], strides[1]
+    return address, getattr(native, f"DTYPE_{matrix.dtype.upper()}"), matrix.rows, matrix.cols, strides[0], strides[1]
