@@ -38,6 +38,8 @@ PYBIND11_MODULE(_C, m) {
   m.attr("KERNEL_TILED") = static_cast<int>(RF_KERNEL_TILED);
   m.attr("cuda_compiled") = rf_cuda_compiled() != 0;
   m.attr("blas") = rf_cpu_has_blas() ? py::cast(std::string(rf_cpu_blas_name())) : py::none();
+  m.attr("tiled_simd") = std::string(rf_cpu_tiled_simd());
+  m.attr("auto_kernel") = rf_cpu_auto_kernel() == RF_KERNEL_BLAS ? "blas" : "tiled";
 #ifdef _OPENMP
   m.attr("openmp") = true;
   m.def("openmp_max_threads", []() { return omp_get_max_threads(); });

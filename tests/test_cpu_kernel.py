@@ -122,3 +122,23 @@ def test_kernels_agree_with_each_other(rng):
     results = [torch.tril(_gram(z, k)) for k in KERNELS]
     for other in results[1:]:
         torch.testing.assert_close(other, results[0], rtol=1e-13, atol=1e-10)
+
+
+@pytest.mark.parametrize("precision", ["exact", "fast"])
+@pytest.mark.parametrize("rows", [255, 256, 257, 511, 513, 9001])
+def test_tiled_kernel_across_row_blocks(precision, rows, rng):
+    """Row counts around the packed-block sizes (256 float64, 512 float32 rows) and past the fast
+    path's float64 flush (every 4096 rows); an odd width that fills no tile or panel evenly."""
+    z = torch.from_numpy(rng.standard_normal((rows, 101))).float() + 3.0
+    shift = z.double().mean(0)
+    for s in (None, shift):
+        gram = _gram(z, "tiled", precision, s)
+        reference = _reference(z, s)
+        tol = {"rtol": 1e-12, "atol": 1e-9} if precision == "exact" else {"rtol": 2e-5, "atol": 2e-5 * rows}
+        torch.testing.assert_close(torch.tril(gram), torch.tril(reference), **tol)
+        assert torch.all(torch.triu(gram, 1) == torch.triu(torch.full_like(gram, 7.0), 1))
+
+
+def test_auto_kernel_is_reported():
+    assert rf._C.auto_kernel in KERNELS
+    assert rf._C.tiled_simd in ("avx512", "avx2", "sse2")

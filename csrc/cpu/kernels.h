@@ -9,6 +9,7 @@ namespace rankme_fast {
 void syrk_tiled_update(const rf_matrix_view& z, const double* shift, double* gram, int32_t precision);
 void syrk_blas_update(const rf_matrix_view& z, const double* shift, double* gram, int32_t precision);
 bool blas_available();
+const char* tiled_simd();
 const char* blas_name();
 
 // Rows per packed block: about 2*cols (so the buffer is O(cols^2), like the state), at least

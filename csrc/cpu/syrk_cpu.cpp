@@ -2,6 +2,7 @@
 // row order, so negative row strides are flipped) and routes to the BLAS or tiled SYRK.
 #include <algorithm>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "kernels.h"
@@ -43,8 +44,8 @@ int rf_cpu_syrk_update(const rf_matrix_view* z, const double* shift, double* gra
   if (kernel < RF_KERNEL_AUTO || kernel > RF_KERNEL_TILED) return fail(err, err_len, "unknown kernel code");
   const rf_matrix_view v = rows_ascending(*z);
   try {
-    const bool use_blas = kernel == RF_KERNEL_BLAS || (kernel == RF_KERNEL_AUTO && blas_available());
-    if (use_blas)
+    if (kernel == RF_KERNEL_AUTO) kernel = rf_cpu_auto_kernel();
+    if (kernel == RF_KERNEL_BLAS)
       syrk_blas_update(v, shift, gram, precision);
     else
       syrk_tiled_update(v, shift, gram, precision);
@@ -98,5 +99,11 @@ int rf_cpu_column_mean(const rf_matrix_view* z, double* out, char* err, size_t e
 
 int rf_cpu_has_blas(void) { return blas_available() ? 1 : 0; }
 const char* rf_cpu_blas_name(void) { return blas_name(); }
+const char* rf_cpu_tiled_simd(void) { return tiled_simd(); }
+
+int32_t rf_cpu_auto_kernel(void) {
+  const bool tiled_vectorised = std::string(tiled_simd()) != "sse2";
+  return tiled_vectorised || !blas_available() ? RF_KERNEL_TILED : RF_KERNEL_BLAS;
+}
 
 }  // extern "C"

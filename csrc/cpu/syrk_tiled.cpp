@@ -1,101 +1,239 @@
-// The project's own SYRK: OpenMP over the tiles of the lower triangle only, row blocks packed
-// into column panels with the cast and shift fused, a register-blocked micro-kernel. Used
-// where no BLAS was found at build time, and as the CPU mirror of the CUDA tile math.
+// The project's own SYRK, BLIS style, on blocks of rows of z:
+//  * the block is packed once (cast and shift fused) into column panels NR columns wide;
+//  * each thread takes a group of Gram rows and copies their columns of the block into
+//    contiguous micro-panels MR wide, which stay in L1 while they are broadcast;
+//  * a register-blocked micro-kernel multiplies one micro-panel (MR rows of the Gram) by one
+//    column panel (NR columns, SIMD vectors streamed from L2) over the block's rows, and the
+//    MR x NR result is added to a tile-major copy of the triangle (one contiguous stream per
+//    tile), which goes into the float64 state once per call (exact) or every 4096 rows (fast:
+//    float32 sums within those rows, float64 across them);
+//  * only tiles that touch the lower triangle are computed.
+// Shapes were chosen by measurement on AVX-512 (bench/README.md); the vector-extension code is
+// portable and compiles to AVX2 or SSE2 with a smaller register tile.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
 #include <vector>
 
 #include "kernels.h"
-#include "rankme_fast/tiles.h"
 
 namespace rankme_fast {
 namespace {
 
-constexpr int64_t kTile = 64;        // columns per panel / tile side
-constexpr int64_t kRowBlock = 256;   // rows packed at a time
-constexpr int kMicroRows = 8;        // micro-tile rows (a values broadcast)
+// Register tile from the build target: MR x (NR / lanes) accumulators, the NR / lanes panel
+// vectors and one broadcast fit the register file (32 zmm with AVX-512, 16 otherwise).
+#if defined(__AVX512F__)
+constexpr const char* kSimdName = "avx512";
+constexpr int kVectorBytes = 64;
+constexpr int kMicroRows = 12;
+constexpr int kPanelVectors = 2;
+#elif defined(__AVX2__)
+constexpr const char* kSimdName = "avx2";
+constexpr int kVectorBytes = 32;
+constexpr int kMicroRows = 6;
+constexpr int kPanelVectors = 2;
+#else
+constexpr const char* kSimdName = "sse2";
+constexpr int kVectorBytes = 16;
+constexpr int kMicroRows = 6;
+constexpr int kPanelVectors = 2;
+#endif
+// Rows per packed block: the micro-panel (MR x block values) stays in L1 while it is broadcast.
+template <typename Acc>
+constexpr int64_t row_block() { return sizeof(Acc) == sizeof(float) ? 512 : 256; }
+// precision=fast sums float32 products over at most this many rows before adding in float64.
+constexpr int64_t kFastRowsPerFlush = 4096;
+constexpr int64_t kPanelsPerPass = 8;  // column panels reused by a row group (stay in L2)
+constexpr int64_t kRowGroup = 4;       // micro-panels per thread work item
 
-// Packs rows [r0, r0+count) into panels: panel p holds columns [p*kTile, p*kTile + kTile)
-// as count x kTile, zero-padded past the last column.
+template <typename Acc>
+struct Simd {
+  typedef Acc vector __attribute__((vector_size(kVectorBytes)));
+  static constexpr int lanes = kVectorBytes / sizeof(Acc);
+  static constexpr int width = lanes * kPanelVectors;  // NR: columns per panel
+};
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+
+template <typename Acc>
+std::unique_ptr<Acc[], FreeDeleter> aligned_buffer(int64_t elements) {
+  const size_t bytes = (std::max<size_t>(1, static_cast<size_t>(elements)) * sizeof(Acc) + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, bytes);
+  if (!p) throw std::bad_alloc();
+  return std::unique_ptr<Acc[], FreeDeleter>(static_cast<Acc*>(p));
+}
+
+// Rows [r0, r0+count) into panels: panel p holds columns [p*NR, p*NR + NR) as count x NR
+// values, zero past the last column. Runs as an OpenMP for (ends with a barrier).
 template <typename Tag, typename Acc>
-void pack_panels(const rf_matrix_view& z, int64_t r0, int64_t count, const double* shift,
-                 int64_t panels, Acc* out) {
-  const int64_t cols = z.cols;
-#pragma omp parallel for schedule(static)
+void pack_panels(const rf_matrix_view& z, int64_t r0, int64_t count, const double* shift, int64_t panels,
+                 Acc* out) {
+  constexpr int64_t NR = Simd<Acc>::width;
+  const int64_t cols = z.cols, cs = z.col_stride;
+#pragma omp for schedule(static)
   for (int64_t r = 0; r < count; ++r) {
     const auto* src = row_pointer<Tag>(z, r0 + r);
     for (int64_t p = 0; p < panels; ++p) {
-      Acc* dst = out + (p * count + r) * kTile;
-      const int64_t c0 = p * kTile, c1 = std::min(cols, c0 + kTile);
-      for (int64_t c = c0; c < c1; ++c) {
-        const double v = Load<Tag>::get(src[c * z.col_stride]);
-        dst[c - c0] = static_cast<Acc>(shift ? v - shift[c] : v);
+      Acc* dst = out + (p * count + r) * NR;
+      const int64_t c0 = p * NR, c1 = std::min(cols, c0 + NR);
+      if (shift) {
+        for (int64_t c = c0; c < c1; ++c) dst[c - c0] = static_cast<Acc>(Load<Tag>::get(src[c * cs]) - shift[c]);
+      } else if (cs == 1) {
+        for (int64_t c = c0; c < c1; ++c) dst[c - c0] = static_cast<Acc>(Load<Tag>::get(src[c]));
+      } else {
+        for (int64_t c = c0; c < c1; ++c) dst[c - c0] = static_cast<Acc>(Load<Tag>::get(src[c * cs]));
       }
-      for (int64_t c = c1; c < c0 + kTile; ++c) dst[c - c0] = Acc(0);
+      for (int64_t c = c1; c < c0 + NR; ++c) dst[c - c0] = Acc(0);
     }
   }
 }
 
-// acc[8][NR] over the sub-tile (ii, jj) of one tile: sum over k of a[k][ii+r] * b[k][jj+c].
-template <typename Acc, int NR>
-void micro_kernel(const Acc* a, const Acc* b, int64_t count, Acc (*acc)[NR]) {
-  for (int r = 0; r < kMicroRows; ++r)
-    for (int c = 0; c < NR; ++c) acc[r][c] = Acc(0);
-  for (int64_t k = 0; k < count; ++k) {
-    const Acc* ak = a + k * kTile;
-    const Acc* bk = b + k * kTile;
-#pragma GCC unroll 8
-    for (int r = 0; r < kMicroRows; ++r) {
-      const Acc ar = ak[r];
-#pragma GCC unroll 32
-      for (int c = 0; c < NR; ++c) acc[r][c] += ar * bk[c];
-    }
-  }
-}
-
+// Columns [c0, c0 + MR) of the packed block as a contiguous count x MR micro-panel (zero past
+// the last column).
 template <typename Acc>
-void tile_update(const Acc* panel_i, const Acc* panel_j, int64_t count, int64_t ti, int64_t tj,
-                 int64_t cols, double* gram) {
-  constexpr int NR = 128 / sizeof(Acc);  // two 64-byte vectors per micro-row
-  alignas(64) Acc acc[kMicroRows][NR];
-  for (int64_t ii = 0; ii < kTile; ii += kMicroRows) {
-    const int64_t row0 = ti * kTile + ii;
-    if (row0 >= cols) break;
-    for (int64_t jj = 0; jj < kTile; jj += NR) {
-      const int64_t col0 = tj * kTile + jj;
-      if (col0 >= cols || col0 > row0 + kMicroRows - 1) break;  // past the edge or the diagonal
-      micro_kernel<Acc, NR>(panel_i + ii, panel_j + jj, count, acc);
-      for (int r = 0; r < kMicroRows; ++r) {
-        const int64_t row = row0 + r;
-        if (row >= cols) break;
-        const int64_t last = std::min({col0 + NR, cols, row + 1});
-        double* out = gram + row * cols;
-        for (int64_t col = col0; col < last; ++col) out[col] += static_cast<double>(acc[r][col - col0]);
-      }
+void copy_micro_panel(const Acc* packed, int64_t count, int64_t c0, int64_t cols, Acc* out) {
+  constexpr int64_t NR = Simd<Acc>::width;
+  for (int r = 0; r < kMicroRows; ++r) {
+    const int64_t c = c0 + r;
+    if (c >= cols) {
+      for (int64_t k = 0; k < count; ++k) out[k * kMicroRows + r] = Acc(0);
+      continue;
     }
+    const Acc* src = packed + (c / NR) * count * NR + c % NR;
+    for (int64_t k = 0; k < count; ++k) out[k * kMicroRows + r] = src[k * NR];
   }
 }
+
+// out[r][c] = sum over k < count of a[k*MR + r] * b[k*NR + c]: MR x NR accumulators stay in
+// registers for the whole loop; a values are broadcast, b rows loaded as vectors.
+template <typename Acc>
+void micro_kernel(const Acc* __restrict a, const Acc* __restrict b, int64_t count, Acc* __restrict out) {
+  using V = typename Simd<Acc>::vector;
+  constexpr int NR = Simd<Acc>::width, L = Simd<Acc>::lanes;
+  V acc[kMicroRows][kPanelVectors] = {};
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < count; ++k) {
+    V bv[kPanelVectors];
+#pragma GCC unroll 4
+    for (int v = 0; v < kPanelVectors; ++v) std::memcpy(&bv[v], b + k * NR + v * L, sizeof(V));
+#pragma GCC unroll 16
+    for (int r = 0; r < kMicroRows; ++r) {
+      const Acc ar = a[k * kMicroRows + r];
+#pragma GCC unroll 4
+      for (int v = 0; v < kPanelVectors; ++v) acc[r][v] += ar * bv[v];
+    }
+  }
+  for (int r = 0; r < kMicroRows; ++r)
+    for (int v = 0; v < kPanelVectors; ++v) std::memcpy(out + r * NR + v * L, &acc[r][v], sizeof(V));
+}
+
+// The lower triangle as MR x NR micro-tiles (row micro-panel m, column panel p <= last(m)),
+// each tile contiguous. Calls with several row blocks accumulate here, so every tile update is
+// one short sequential stream, and the state is touched once per call.
+template <typename T>
+class TileTriangle {
+ public:
+  TileTriangle(int64_t cols, int64_t nr) : cols_(cols), nr_(nr) {
+    const int64_t micro_panels = (cols + kMicroRows - 1) / kMicroRows;
+    first_tile_.resize(static_cast<size_t>(micro_panels + 1), 0);
+    for (int64_t m = 0; m < micro_panels; ++m) first_tile_[m + 1] = first_tile_[m] + last_panel(m) + 1;
+    tiles_ = aligned_buffer<T>(first_tile_.back() * tile_size());
+  }
+
+  int64_t tile_size() const { return kMicroRows * nr_; }
+  // Column panel of the last tile in micro-panel m that reaches the lower triangle.
+  int64_t last_panel(int64_t m) const { return (std::min(cols_, (m + 1) * kMicroRows) - 1) / nr_; }
+  T* tile(int64_t m, int64_t p) { return tiles_.get() + (first_tile_[m] + p) * tile_size(); }
+
+  void zero_micro_panel(int64_t m) { std::fill(tile(m, 0), tile(m + 1, 0), T(0)); }
+
+  // gram[lower] += the tiles of micro-panel m, which are then zeroed.
+  void flush_micro_panel(int64_t m, double* gram) {
+    for (int64_t p = 0; p <= last_panel(m); ++p) add_lower(tile(m, p), nr_, m * kMicroRows, p * nr_, cols_, gram);
+    zero_micro_panel(m);
+  }
+
+  // Adds an MR x NR tile (row-major, leading dimension NR) at gram[row0][col0], lower triangle only.
+  template <typename U>
+  static void add_lower(const U* tile, int64_t nr, int64_t row0, int64_t col0, int64_t cols, double* gram) {
+    for (int64_t r = 0; r < kMicroRows && row0 + r < cols; ++r) {
+      const int64_t row = row0 + r;
+      const int64_t n = std::min({nr, cols - col0, row + 1 - col0});
+      double* dst = gram + row * cols + col0;
+      const U* src = tile + r * nr;
+      for (int64_t c = 0; c < n; ++c) dst[c] += static_cast<double>(src[c]);
+    }
+  }
+
+ private:
+  int64_t cols_, nr_;
+  std::vector<int64_t> first_tile_;
+  std::unique_ptr<T[], FreeDeleter> tiles_;
+};
 
 template <typename Tag, typename Acc>
 void syrk_tiled(const rf_matrix_view& z, const double* shift, double* gram) {
+  constexpr int64_t NR = Simd<Acc>::width;
   const int64_t cols = z.cols;
-  const int64_t panels = (cols + kTile - 1) / kTile;
-  const int64_t tiles = triangle_tile_count(panels);
-  const int64_t block = std::min<int64_t>(kRowBlock, z.rows);
-  std::vector<Acc> packed(static_cast<size_t>(panels * block * kTile));
-  for (int64_t r0 = 0; r0 < z.rows; r0 += block) {
-    const int64_t count = std::min(block, z.rows - r0);
-    pack_panels<Tag, Acc>(z, r0, count, shift, panels, packed.data());
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t t = 0; t < tiles; ++t) {
-      int64_t ti, tj;
-      triangle_tile_coords(t, &ti, &tj);
-      tile_update<Acc>(packed.data() + ti * count * kTile, packed.data() + tj * count * kTile, count,
-                       ti, tj, cols, gram);
+  const int64_t panels = (cols + NR - 1) / NR;
+  const int64_t micro_panels = (cols + kMicroRows - 1) / kMicroRows;
+  const int64_t groups = (micro_panels + kRowGroup - 1) / kRowGroup;
+  const int64_t block = std::min<int64_t>(row_block<Acc>(), z.rows);
+  const bool staged = z.rows > block;  // several blocks: accumulate tile-major, add once per flush
+  const int64_t flush_rows = sizeof(Acc) == sizeof(double) ? z.rows : kFastRowsPerFlush;
+  auto packed = aligned_buffer<Acc>(panels * block * NR);
+  std::unique_ptr<TileTriangle<Acc>> triangle(staged ? new TileTriangle<Acc>(cols, NR) : nullptr);
+#pragma omp parallel
+  {
+    alignas(64) Acc tile[kMicroRows * NR];
+    auto group_panels = aligned_buffer<Acc>(kRowGroup * kMicroRows * block);
+    if (staged) {
+#pragma omp for schedule(static)
+      for (int64_t m = 0; m < micro_panels; ++m) triangle->zero_micro_panel(m);
+    }
+    for (int64_t r0 = 0; r0 < z.rows; r0 += block) {
+      const int64_t count = std::min(block, z.rows - r0);
+      pack_panels<Tag, Acc>(z, r0, count, shift, panels, packed.get());
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t t = 0; t < groups; ++t) {
+        const int64_t g = groups - 1 - t;  // the longest rows first
+        const int64_t m0 = g * kRowGroup, m1 = std::min(micro_panels, m0 + kRowGroup);
+        for (int64_t m = m0; m < m1; ++m)
+          copy_micro_panel(packed.get(), count, m * kMicroRows, cols,
+                           group_panels.get() + (m - m0) * kMicroRows * count);
+        const int64_t last_panel = (std::min(cols, m1 * kMicroRows) - 1) / NR;
+        for (int64_t p0 = 0; p0 <= last_panel; p0 += kPanelsPerPass) {
+          for (int64_t m = m0; m < m1; ++m) {
+            const int64_t p1 = std::min(p0 + kPanelsPerPass, (std::min(cols, (m + 1) * kMicroRows) - 1) / NR + 1);
+            for (int64_t p = p0; p < p1; ++p) {
+              micro_kernel<Acc>(group_panels.get() + (m - m0) * kMicroRows * count,
+                                packed.get() + p * count * NR, count, tile);
+              if (staged) {
+                Acc* dst = triangle->tile(m, p);
+                for (int64_t e = 0; e < kMicroRows * NR; ++e) dst[e] += tile[e];
+              } else {
+                TileTriangle<Acc>::add_lower(tile, NR, m * kMicroRows, p * NR, cols, gram);
+              }
+            }
+          }
+        }
+      }  // barrier: the block is repacked only after every thread is done with it
+      const int64_t done = r0 + count;
+      if (staged && (done == z.rows || done / flush_rows != r0 / flush_rows)) {
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t m = 0; m < micro_panels; ++m) triangle->flush_micro_panel(m, gram);
+      }
     }
   }
 }
 
 }  // namespace
+
+const char* tiled_simd() { return kSimdName; }
 
 void syrk_tiled_update(const rf_matrix_view& z, const double* shift, double* gram, int32_t precision) {
   dispatch_dtype(z.dtype, [&](auto tag) {

@@ -8,10 +8,12 @@ from rankme_fast.backends.base import PRECISIONS, Backend
 from rankme_fast.backends.cpu_backend import CpuBackend
 from rankme_fast.backends.torch_backend import TorchBackend
 
-# Fastest first: "auto" takes the first one that accepts the input.
+# Fastest first: "auto" takes the first one that accepts the input. "cpu" runs the kernel that
+# rankme_fast._C.auto_kernel names (the tiled one when it is vectorised); the other two pin one.
 _REGISTRY: dict[str, Backend] = {
     "cpu": CpuBackend(),
     "cpu-tiled": CpuBackend(kernel="tiled"),
+    "cpu-blas": CpuBackend(kernel="blas"),
     "torch": TorchBackend(),
 }
 _PREFERENCE = ("cpu", "torch")

@@ -37,6 +37,11 @@ int rf_cpu_column_mean(const rf_matrix_view* z, double* out, char* err, size_t e
 // 1 when the BLAS route was compiled in, and its name.
 int rf_cpu_has_blas(void);
 const char* rf_cpu_blas_name(void);
+// SIMD instruction set of the tiled kernel's micro-kernel ("avx512", "avx2" or "sse2"), and the
+// kernel RF_KERNEL_AUTO runs: the tiled kernel when it is vectorised for AVX2 or better (it is
+// measured faster than OpenBLAS there, see bench/README.md), else BLAS when present.
+const char* rf_cpu_tiled_simd(void);
+int32_t rf_cpu_auto_kernel(void);
 
 // CUDA runtime status: number of visible devices, or a nonzero code and the CUDA message.
 int rf_cuda_compiled(void);
