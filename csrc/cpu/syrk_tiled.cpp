@@ -17,6 +17,10 @@
 #include <new>
 #include <vector>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "kernels.h"
 
 namespace rankme_fast {
@@ -131,6 +135,11 @@ void micro_kernel(const Acc* __restrict a, const Acc* __restrict b, int64_t coun
     for (int v = 0; v < kPanelVectors; ++v) std::memcpy(out + r * NR + v * L, &acc[r][v], sizeof(V));
 }
 
+// Column panel (NR wide) of the last tile in row micro-panel m that reaches the lower triangle.
+inline int64_t last_panel(int64_t m, int64_t cols, int64_t nr) {
+  return (std::min(cols, (m + 1) * kMicroRows) - 1) / nr;
+}
+
 // The lower triangle as MR x NR micro-tiles (row micro-panel m, column panel p <= last(m)),
 // each tile contiguous. Calls with several row blocks accumulate here, so every tile update is
 // one short sequential stream, and the state is touched once per call.
@@ -140,20 +149,18 @@ class TileTriangle {
   TileTriangle(int64_t cols, int64_t nr) : cols_(cols), nr_(nr) {
     const int64_t micro_panels = (cols + kMicroRows - 1) / kMicroRows;
     first_tile_.resize(static_cast<size_t>(micro_panels + 1), 0);
-    for (int64_t m = 0; m < micro_panels; ++m) first_tile_[m + 1] = first_tile_[m] + last_panel(m) + 1;
+    for (int64_t m = 0; m < micro_panels; ++m) first_tile_[m + 1] = first_tile_[m] + last_panel(m, cols, nr) + 1;
     tiles_ = aligned_buffer<T>(first_tile_.back() * tile_size());
   }
 
   int64_t tile_size() const { return kMicroRows * nr_; }
-  // Column panel of the last tile in micro-panel m that reaches the lower triangle.
-  int64_t last_panel(int64_t m) const { return (std::min(cols_, (m + 1) * kMicroRows) - 1) / nr_; }
   T* tile(int64_t m, int64_t p) { return tiles_.get() + (first_tile_[m] + p) * tile_size(); }
 
   void zero_micro_panel(int64_t m) { std::fill(tile(m, 0), tile(m + 1, 0), T(0)); }
 
   // gram[lower] += the tiles of micro-panel m, which are then zeroed.
   void flush_micro_panel(int64_t m, double* gram) {
-    for (int64_t p = 0; p <= last_panel(m); ++p) add_lower(tile(m, p), nr_, m * kMicroRows, p * nr_, cols_, gram);
+    for (int64_t p = 0; p <= last_panel(m, cols_, nr_); ++p) add_lower(tile(m, p), nr_, m * kMicroRows, p * nr_, cols_, gram);
     zero_micro_panel(m);
   }
 
@@ -175,6 +182,14 @@ class TileTriangle {
   std::unique_ptr<T[], FreeDeleter> tiles_;
 };
 
+#ifdef _OPENMP
+inline int max_threads() { return omp_get_max_threads(); }
+inline int thread_id() { return omp_get_thread_num(); }
+#else
+inline int max_threads() { return 1; }
+inline int thread_id() { return 0; }
+#endif
+
 template <typename Tag, typename Acc>
 void syrk_tiled(const rf_matrix_view& z, const double* shift, double* gram) {
   constexpr int64_t NR = Simd<Acc>::width;
@@ -187,10 +202,14 @@ void syrk_tiled(const rf_matrix_view& z, const double* shift, double* gram) {
   const int64_t flush_rows = sizeof(Acc) == sizeof(double) ? z.rows : kFastRowsPerFlush;
   auto packed = aligned_buffer<Acc>(panels * block * NR);
   std::unique_ptr<TileTriangle<Acc>> triangle(staged ? new TileTriangle<Acc>(cols, NR) : nullptr);
-#pragma omp parallel
+  // Every allocation happens here: an exception must not leave the parallel region.
+  const int threads = max_threads();
+  const int64_t group_size = kRowGroup * kMicroRows * block;
+  auto group_buffers = aligned_buffer<Acc>(threads * group_size);
+#pragma omp parallel num_threads(threads)
   {
     alignas(64) Acc tile[kMicroRows * NR];
-    auto group_panels = aligned_buffer<Acc>(kRowGroup * kMicroRows * block);
+    Acc* const group_panels = group_buffers.get() + thread_id() * group_size;
     if (staged) {
 #pragma omp for schedule(static)
       for (int64_t m = 0; m < micro_panels; ++m) triangle->zero_micro_panel(m);
@@ -204,13 +223,12 @@ void syrk_tiled(const rf_matrix_view& z, const double* shift, double* gram) {
         const int64_t m0 = g * kRowGroup, m1 = std::min(micro_panels, m0 + kRowGroup);
         for (int64_t m = m0; m < m1; ++m)
           copy_micro_panel(packed.get(), count, m * kMicroRows, cols,
-                           group_panels.get() + (m - m0) * kMicroRows * count);
-        const int64_t last_panel = (std::min(cols, m1 * kMicroRows) - 1) / NR;
-        for (int64_t p0 = 0; p0 <= last_panel; p0 += kPanelsPerPass) {
+                           group_panels + (m - m0) * kMicroRows * count);
+        for (int64_t p0 = 0; p0 <= last_panel(m1 - 1, cols, NR); p0 += kPanelsPerPass) {
           for (int64_t m = m0; m < m1; ++m) {
-            const int64_t p1 = std::min(p0 + kPanelsPerPass, (std::min(cols, (m + 1) * kMicroRows) - 1) / NR + 1);
+            const int64_t p1 = std::min(p0 + kPanelsPerPass, last_panel(m, cols, NR) + 1);
             for (int64_t p = p0; p < p1; ++p) {
-              micro_kernel<Acc>(group_panels.get() + (m - m0) * kMicroRows * count,
+              micro_kernel<Acc>(group_panels + (m - m0) * kMicroRows * count,
                                 packed.get() + p * count * NR, count, tile);
               if (staged) {
                 Acc* dst = triangle->tile(m, p);
