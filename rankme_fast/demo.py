@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 import rankme_fast as rf
+from rankme_fast.backends import backend_reason
 
 
 def builtin_sets(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -26,27 +27,32 @@ def builtin_sets(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
-    backends = [name for name, reason in rf.available_backends().items() if reason is None]
-    skipped = {name: reason for name, reason in rf.available_backends().items() if reason is not None}
-    print(f"rankme_fast {rf.__version__}: backends {', '.join(backends)}"
-          + (f"; unavailable: {skipped}" if skipped else ""))
+    sets = builtin_sets()
+    sample = next(iter(sets.values()))
+    runs = [(name, precision) for name in rf.available_backends() for precision in ("exact", "fast")
+            if backend_reason(name, sample, precision) is None]
+    skipped = {f"{name} {precision}": backend_reason(name, sample, precision)
+               for name in rf.available_backends() for precision in ("exact", "fast")
+               if (name, precision) not in runs}
+    print(f"rankme_fast {rf.__version__}: runs {', '.join(f'{n} {p}' for n, p in runs)}")
+    for run, reason in skipped.items():
+        print(f"  not run: {run}: {reason}")
     header = (f"{'embedding set':30s} {'backend':10s} {'precision':9s} {'RankMe':>12s} "
               f"{'time':>8s} {'rel err vs SVD':>15s}")
     print(header)
     print("-" * len(header))
-    for name, z in builtin_sets().items():
+    for name, z in sets.items():
         start = time.perf_counter()
         sigma = np.linalg.svd(z.double().numpy(), compute_uv=False)
         svd_seconds = time.perf_counter() - start
         reference = rf.metrics.rankme(sigma)
         print(f"{name:30s} {'numpy SVD':10s} {'float64':9s} {reference:12.4f} {svd_seconds:7.3f}s {'(reference)':>15s}")
-        for backend in backends:
-            for precision in ("exact", "fast"):
-                start = time.perf_counter()
-                value = rf.rankme(z, backend=backend, precision=precision)
-                seconds = time.perf_counter() - start
-                error = abs(value - reference) / reference
-                print(f"{'':30s} {backend:10s} {precision:9s} {value:12.4f} {seconds:7.3f}s {error:15.1e}")
+        for backend, precision in runs:
+            start = time.perf_counter()
+            value = rf.rankme(z, backend=backend, precision=precision)
+            seconds = time.perf_counter() - start
+            error = abs(value - reference) / reference
+            print(f"{'':30s} {backend:10s} {precision:9s} {value:12.4f} {seconds:7.3f}s {error:15.1e}")
     print("\nexact: products and sums in float64; fast: float32 products within a block (opt-in).")
 
 

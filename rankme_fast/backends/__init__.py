@@ -3,20 +3,28 @@ and says why each other one was passed over."""
 
 from __future__ import annotations
 
-from rankme_fast._inputs import Matrix
+from typing import Any
+
+from rankme_fast._inputs import Matrix, as_matrix
 from rankme_fast.backends.base import PRECISIONS, Backend
 from rankme_fast.backends.cpu_backend import CpuBackend
 from rankme_fast.backends.torch_backend import TorchBackend
+from rankme_fast.backends.triton_backend import TritonBackend
 
 # Fastest first: "auto" takes the first one that accepts the input. "cpu" runs the kernel that
 # rankme_fast._C.auto_kernel names (the tiled one when it is vectorised); the other two pin one.
+# "triton" takes CUDA tensors with precision="fast" (exact on a GPU goes to torch's float64
+# route); it comes after "cpu", so CPU tensors reach it only when "cpu" is unavailable and
+# TRITON_INTERPRET=1 is set.
 _REGISTRY: dict[str, Backend] = {
     "cpu": CpuBackend(),
     "cpu-tiled": CpuBackend(kernel="tiled"),
     "cpu-blas": CpuBackend(kernel="blas"),
+    "triton": TritonBackend(),
+    "triton-deterministic": TritonBackend(deterministic=True),
     "torch": TorchBackend(),
 }
-_PREFERENCE = ("cpu", "torch")
+_PREFERENCE = ("cpu", "triton", "torch")
 
 
 def backend_names() -> tuple[str, ...]:
@@ -31,9 +39,16 @@ def check_choice(backend: str, precision: str) -> None:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
 
-def available_backends() -> dict[str, str | None]:
-    """Backend name -> None if usable on this machine, else the reason it is not."""
-    return {name: backend.unavailable_reason(None, "exact") for name, backend in _REGISTRY.items()}
+def available_backends(precision: str = "exact") -> dict[str, str | None]:
+    """Backend name -> None if usable on this machine at `precision`, else the reason it is not."""
+    check_choice("auto", precision)
+    return {name: backend.unavailable_reason(None, precision) for name, backend in _REGISTRY.items()}
+
+
+def backend_reason(name: str, batch: Any, precision: str = "exact") -> str | None:
+    """None when backend `name` can take `batch` at `precision`, else why it cannot."""
+    check_choice(name, precision)
+    return _REGISTRY[name].unavailable_reason(as_matrix(batch), precision)
 
 
 def select_backend(matrix: Matrix, precision: str, requested: str = "auto") -> tuple[Backend, dict[str, str]]:
