@@ -229,12 +229,13 @@ def test_ahead_of_time_build_uses_tensor_cores(arch, instruction, tmp_path):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from rankme_fast.triton.syrk import _syrk_kernel
+    from rankme_fast.triton.syrk import TILE_GROUP, _syrk_kernel
 
     pointers = {"z_ptr": "*bf16", "shift_ptr": "*fp64", "gram_ptr": "*fp64", "colsum_ptr": "*fp64",
                 "ws_ptr": "*fp32", "ws_col_ptr": "*fp32"}  # fmt: skip
     scalars = dict.fromkeys(("n_rows", "n_cols", "stride_n", "stride_d", "rows_per_split"), "i32")
-    constants = {"HAS_SHIFT": True, "COLSUM": True, "MODE": 1, "INPUT_PRECISION": "ieee", "BLOCK": 128, "BLOCK_K": 64}
+    constants = {"HAS_SHIFT": True, "COLSUM": True, "MODE": 1, "INPUT_PRECISION": "ieee", "BLOCK": 128, "BLOCK_K": 64,
+                 "GROUP": TILE_GROUP}  # fmt: skip
     signature = {name: pointers.get(name) or scalars.get(name) or "constexpr" for name in _syrk_kernel.arg_names}
     source = ASTSource(fn=_syrk_kernel, signature=signature, constexprs=constants)
     options = {"num_warps": 8, "num_stages": 3, "enable_fp_fusion": True}
