@@ -29,14 +29,13 @@ def builtin_sets(seed: int = 0) -> dict[str, torch.Tensor]:
 def main() -> None:
     sets = builtin_sets()
     sample = next(iter(sets.values()))
-    runs = [(name, precision) for name in rf.available_backends() for precision in ("exact", "fast")
-            if backend_reason(name, sample, precision) is None]
-    skipped = {f"{name} {precision}": backend_reason(name, sample, precision)
-               for name in rf.available_backends() for precision in ("exact", "fast")
-               if (name, precision) not in runs}
+    reasons = {(name, precision): backend_reason(name, sample, precision)
+               for name in rf.available_backends() for precision in ("exact", "fast")}
+    runs = [run for run, reason in reasons.items() if reason is None]
     print(f"rankme_fast {rf.__version__}: runs {', '.join(f'{n} {p}' for n, p in runs)}")
-    for run, reason in skipped.items():
-        print(f"  not run: {run}: {reason}")
+    for (name, precision), reason in reasons.items():
+        if reason is not None:
+            print(f"  not run: {name} {precision}: {reason}")
     header = (f"{'embedding set':30s} {'backend':10s} {'precision':9s} {'RankMe':>12s} "
               f"{'time':>8s} {'rel err vs SVD':>15s}")
     print(header)
