@@ -1,6 +1,7 @@
 // pybind11 module rankme_fast._C: thin wrappers over the C ABI. Arrays travel as integer
 // addresses with shapes and element strides, so the module links neither torch nor numpy.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <stdexcept>
@@ -11,6 +12,7 @@
 #endif
 
 #include "rankme_fast/rankme_fast.h"
+#include "rankme_fast/tiles.h"
 
 namespace py = pybind11;
 
@@ -95,6 +97,57 @@ PYBIND11_MODULE(_C, m) {
         check(status, err);
       },
       "Write the float64 column means of Z into out.");
+
+  m.attr("CUDA_VARIANTS") = py::dict(py::arg("auto") = static_cast<int>(RF_CUDA_AUTO),
+                                     py::arg("dmma-16x8x8") = static_cast<int>(RF_CUDA_DMMA_16X8X8),
+                                     py::arg("dmma-8x8x4") = static_cast<int>(RF_CUDA_DMMA_8X8X4),
+                                     py::arg("simt") = static_cast<int>(RF_CUDA_SIMT));
+
+  m.def(
+      "cuda_syrk_update",
+      [](uintptr_t data, int32_t dtype, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride,
+         uintptr_t gram, uintptr_t shift, uintptr_t column_sums, int32_t device, uintptr_t stream, int32_t variant,
+         int64_t splits) {
+        const rf_matrix_view view = make_view(data, dtype, rows, cols, row_stride, col_stride);
+        char err[512] = {0};
+        int32_t used_variant = 0;
+        int64_t used_splits = 0;
+        int status;
+        {
+          py::gil_scoped_release release;
+          status = rf_cuda_syrk_update(&view, reinterpret_cast<const double*>(shift), reinterpret_cast<double*>(gram),
+                                       reinterpret_cast<double*>(column_sums), device, reinterpret_cast<void*>(stream),
+                                       variant, splits, &used_variant, &used_splits, err, sizeof err);
+        }
+        check(status, err);
+        return std::make_pair(used_variant, used_splits);
+      },
+      py::arg("data"), py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"),
+      py::arg("col_stride"), py::arg("gram"), py::arg("shift") = 0, py::arg("column_sums") = 0, py::arg("device") = 0,
+      py::arg("stream") = 0, py::arg("variant") = static_cast<int>(RF_CUDA_AUTO), py::arg("splits") = 0,
+      "Queue gram[lower] += (Z - shift)^T (Z - shift) (float64 products) on a CUDA stream; returns the "
+      "(variant code, row splits) used.");
+
+  m.def(
+      "cuda_device_info",
+      [](int32_t device) {
+        int32_t major = 0, minor = 0, multiprocessors = 0;
+        char err[512] = {0};
+        check(rf_cuda_device_info(device, &major, &minor, &multiprocessors, err, sizeof err), err);
+        return py::make_tuple(major, minor, multiprocessors);
+      },
+      "(compute capability major, minor, multiprocessor count) of a CUDA device.");
+
+  m.def(
+      "grouped_tile_coords",
+      [](int64_t t, int64_t tiles_per_side, int64_t group) {
+        int64_t row = 0, col = 0;
+        if (group > 0) rankme_fast::grouped_tile_coords(t, tiles_per_side, group, &row, &col);
+        else rankme_fast::triangle_tile_coords(t, &row, &col);
+        return std::make_pair(row, col);
+      },
+      py::arg("t"), py::arg("tiles_per_side"), py::arg("group") = 0,
+      "The CUDA kernel's map from block id to lower-triangle tile (row, col); group 0 is the plain row-major order.");
 
   m.def(
       "cuda_device_count",

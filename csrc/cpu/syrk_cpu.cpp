@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "rankme_fast/view.h"
 
 using namespace rankme_fast;
 
@@ -14,20 +15,6 @@ namespace {
 int fail(char* err, size_t err_len, const char* message) {
   if (err && err_len) std::snprintf(err, err_len, "%s", message);
   return 1;
-}
-
-bool valid_view(const rf_matrix_view* z) {
-  return z && z->data && z->rows > 0 && z->cols > 0 && z->dtype >= RF_FLOAT64 && z->dtype <= RF_BFLOAT16;
-}
-
-rf_matrix_view rows_ascending(const rf_matrix_view& z) {
-  rf_matrix_view v = z;
-  if (v.row_stride < 0) {
-    const int64_t elem = v.dtype == RF_FLOAT64 ? 8 : v.dtype == RF_FLOAT32 ? 4 : 2;
-    v.data = static_cast<const char*>(v.data) + (v.rows - 1) * v.row_stride * elem;
-    v.row_stride = -v.row_stride;
-  }
-  return v;
 }
 
 }  // namespace

@@ -22,4 +22,23 @@ int rf_cuda_device_count(int* count, char* err, size_t err_len) {
   return 0;
 }
 
+int rf_cuda_device_info(int32_t device, int32_t* major, int32_t* minor, int32_t* multiprocessors, char* err,
+                        size_t err_len) {
+  int values[3] = {0, 0, 0};
+  const cudaDeviceAttr attributes[3] = {cudaDevAttrComputeCapabilityMajor, cudaDevAttrComputeCapabilityMinor,
+                                        cudaDevAttrMultiProcessorCount};
+  for (int n = 0; n < 3; ++n) {
+    const cudaError_t status = cudaDeviceGetAttribute(&values[n], attributes[n], device);
+    if (status != cudaSuccess) {
+      std::snprintf(err, err_len, "CUDA device %d is unavailable: %s (%s)", device, cudaGetErrorString(status),
+                    cudaGetErrorName(status));
+      return 1;
+    }
+  }
+  *major = values[0];
+  *minor = values[1];
+  *multiprocessors = values[2];
+  return 0;
+}
+
 }  // extern "C"

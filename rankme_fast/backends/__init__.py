@@ -8,23 +8,25 @@ from typing import Any
 from rankme_fast._inputs import Matrix, as_matrix
 from rankme_fast.backends.base import PRECISIONS, Backend
 from rankme_fast.backends.cpu_backend import CpuBackend
+from rankme_fast.backends.cuda_backend import CudaBackend
 from rankme_fast.backends.torch_backend import TorchBackend
 from rankme_fast.backends.triton_backend import TritonBackend
 
 # Fastest first: "auto" takes the first one that accepts the input. "cpu" runs the kernel that
 # rankme_fast._C.auto_kernel names (the tiled one when it is vectorised); the other two pin one.
-# "triton" takes CUDA tensors with precision="fast" (exact on a GPU goes to torch's float64
-# route); it comes after "cpu", so CPU tensors reach it only when "cpu" is unavailable and
-# TRITON_INTERPRET=1 is set.
+# On a GPU, "triton" takes precision="fast" (bf16/fp16/tf32 tensor cores) and "cuda" takes
+# "exact" (float64 tensor cores), and "fast" too when Triton is unavailable. "triton" comes
+# after "cpu", so CPU tensors reach it only when "cpu" is unavailable and TRITON_INTERPRET=1.
 _REGISTRY: dict[str, Backend] = {
     "cpu": CpuBackend(),
     "cpu-tiled": CpuBackend(kernel="tiled"),
     "cpu-blas": CpuBackend(kernel="blas"),
+    "cuda": CudaBackend(),
     "triton": TritonBackend(),
     "triton-deterministic": TritonBackend(deterministic=True),
     "torch": TorchBackend(),
 }
-_PREFERENCE = ("cpu", "triton", "torch")
+_PREFERENCE = ("cpu", "triton", "cuda", "torch")
 
 
 def backend_names() -> tuple[str, ...]:

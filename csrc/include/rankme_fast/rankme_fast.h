@@ -46,6 +46,22 @@ int32_t rf_cpu_auto_kernel(void);
 // CUDA runtime status: number of visible devices, or a nonzero code and the CUDA message.
 int rf_cuda_compiled(void);
 int rf_cuda_device_count(int* count, char* err, size_t err_len);
+int rf_cuda_device_info(int32_t device, int32_t* major, int32_t* minor, int32_t* multiprocessors, char* err,
+                        size_t err_len);
+
+// Inner product of the CUDA SYRK: FP64 tensor cores (mma.sync m16n8k8 on sm_90+, m8n8k4 on
+// sm_80+) or plain float64 FMAs. RF_CUDA_AUTO takes the first the device supports.
+typedef enum { RF_CUDA_AUTO = 0, RF_CUDA_DMMA_16X8X8 = 1, RF_CUDA_DMMA_8X8X4 = 2, RF_CUDA_SIMT = 3 } rf_cuda_variant;
+
+// The CUDA twin of rf_cpu_syrk_update, always exact (float64 products and sums): z, shift,
+// gram and column_sums live in memory of `device`; the kernel is queued on `stream` (a
+// cudaStream_t, 0 for the legacy default stream) and not waited for. column_sums, if not
+// NULL, gets += the column sums of z (unshifted). splits = 0 picks the number of row splits
+// (split-N) itself. The variant and split count used are written to *used_variant and
+// *used_splits when those are not NULL.
+int rf_cuda_syrk_update(const rf_matrix_view* z, const double* shift, double* gram, double* column_sums,
+                        int32_t device, void* stream, int32_t variant, int64_t splits, int32_t* used_variant,
+                        int64_t* used_splits, char* err, size_t err_len);
 
 #ifdef __cplusplus
 }

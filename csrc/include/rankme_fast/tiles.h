@@ -1,14 +1,17 @@
 // Index math of the lower-triangle tile grid: tile id t in [0, T(T+1)/2) <-> (row tile i,
-// column tile j) with j <= i, row-major over the triangle. Shared by the CPU and CUDA kernels
-// so that a 1-D launch covers only one triangle, with no idle tiles.
+// column tile j) with j <= i. The CUDA kernel launches one block per id, so a 1-D grid covers
+// only one triangle with no idle blocks; the same functions are exposed through
+// rankme_fast._C and tested on the CPU (tests/test_cuda_kernel.py).
 #pragma once
 #include <cmath>
 #include <cstdint>
 
+#ifndef RF_HOST_DEVICE
 #if defined(__CUDACC__)
 #define RF_HOST_DEVICE __host__ __device__
 #else
 #define RF_HOST_DEVICE
+#endif
 #endif
 
 namespace rankme_fast {
@@ -25,6 +28,30 @@ RF_HOST_DEVICE inline void triangle_tile_coords(int64_t t, int64_t* row_tile, in
   while ((i + 1) * (i + 2) / 2 <= t) ++i;
   *row_tile = i;
   *col_tile = t - i * (i + 1) / 2;
+}
+
+// The same ids in bands of `group` tile rows walked column by column, so that the blocks
+// running at one time share few column blocks of Z in L2 (the GEMM "swizzle" idea). Band b
+// owns the ids from T(b*group) on, T(x) = x(x+1)/2: first its full columns j < b*group
+// (`height` tiles each), then its own small triangle row by row. Mirrors the Triton kernel's
+// _grouped_tile_coords.
+RF_HOST_DEVICE inline void grouped_tile_coords(int64_t t, int64_t tiles_per_side, int64_t group, int64_t* row_tile,
+                                               int64_t* col_tile) {
+  int64_t row, col;
+  triangle_tile_coords(t, &row, &col);
+  const int64_t first = (row / group) * group;
+  const int64_t rest = tiles_per_side - first;
+  const int64_t height = rest < group ? rest : group;
+  const int64_t local = t - first * (first + 1) / 2;
+  const int64_t before_diagonal = first * height;
+  if (local < before_diagonal) {
+    *row_tile = first + local % height;
+    *col_tile = local / height;
+  } else {
+    triangle_tile_coords(local - before_diagonal, &row, &col);
+    *row_tile = first + row;
+    *col_tile = first + col;
+  }
 }
 
 }  // namespace rankme_fast

@@ -1,0 +1,107 @@
+"""The exact CUDA SYRK of rankme_fast._C (csrc/cuda) for torch tensors on a GPU.
+
+`syrk_update` adds (Z - shift)ᵀ (Z - shift) of one batch into the lower triangle of a float64
+state with float64 products on FP64 tensor cores, reading Z in its own dtype. It is queued on
+the current torch stream of Z's device, like any torch op.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rankme_fast._native import native, native_error
+
+INPUT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+VARIANTS = ("auto", "dmma-16x8x8", "dmma-8x8x4", "simt")
+_DTYPE_CODES = {
+    torch.float64: "DTYPE_FLOAT64",
+    torch.float32: "DTYPE_FLOAT32",
+    torch.float16: "DTYPE_FLOAT16",
+    torch.bfloat16: "DTYPE_BFLOAT16",
+}
+
+
+def unavailable_reason(device: torch.device | None = None) -> str | None:
+    """None when the CUDA kernel can run on `device` (any CUDA device when None), else why not."""
+    if native is None:
+        return f"rankme_fast._C is not available ({native_error})"
+    if not native.cuda_compiled:
+        return "rankme_fast._C was built without CUDA (nvcc was not found or RANKME_FAST_CUDA=OFF)"
+    if device is not None and device.type != "cuda":
+        return f"input is on {device}; the cuda backend reads GPU memory"
+    try:
+        count = native.cuda_device_count()
+    except RuntimeError as error:
+        return str(error)
+    if count == 0:
+        return "no CUDA device is visible"
+    return None
+
+
+def syrk_update(
+    z: torch.Tensor,
+    gram: torch.Tensor,
+    *,
+    shift: torch.Tensor | None = None,
+    column_sums: torch.Tensor | None = None,
+    variant: str = "auto",
+    splits: int | None = None,
+) -> tuple[str, int]:
+    """gram[lower] += (z - shift)ᵀ (z - shift) in float64; column_sums += Σ_rows z when given.
+
+    z: (N, D) float64/float32/float16/bfloat16 on a CUDA device, any strides; gram: (D, D)
+    contiguous float64; shift and column_sums: (D,) contiguous float64; all on z's device.
+    `variant` picks the inner product ("auto": the best the GPU has), `splits` overrides the
+    split-N heuristic. Returns the (variant, splits) that ran. The upper triangle is never written.
+    """
+    _check(z, gram, shift, column_sums, variant, splits)
+    if z.shape[0] == 0:
+        return variant, 0
+    reason = unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(reason)
+    device = z.device.index if z.device.index is not None else torch.cuda.current_device()
+    used, n_splits = native.cuda_syrk_update(
+        z.data_ptr(), getattr(native, _DTYPE_CODES[z.dtype]), z.shape[0], z.shape[1], z.stride(0),
+        z.stride(1), gram.data_ptr(),
+        shift=0 if shift is None else shift.data_ptr(),
+        column_sums=0 if column_sums is None else column_sums.data_ptr(),
+        device=device,
+        stream=torch.cuda.current_stream(device).cuda_stream,
+        variant=native.CUDA_VARIANTS[variant],
+        splits=splits or 0,
+    )  # fmt: skip
+    return VARIANTS[used], n_splits
+
+
+def _check(
+    z: torch.Tensor,
+    gram: torch.Tensor,
+    shift: torch.Tensor | None,
+    column_sums: torch.Tensor | None,
+    variant: str,
+    splits: int | None,
+) -> None:
+    if not isinstance(z, torch.Tensor) or z.ndim != 2:
+        raise ValueError(f"z must be a 2-D torch.Tensor, got {getattr(z, 'shape', type(z).__name__)}")
+    if z.dtype not in INPUT_DTYPES:
+        raise TypeError(f"z has dtype {z.dtype}; the CUDA SYRK takes float64, float32, float16 or bfloat16")
+    dim = z.shape[1]
+    if not isinstance(gram, torch.Tensor) or gram.dtype != torch.float64 or gram.shape != (dim, dim):
+        raise ValueError(f"gram must be a ({dim}, {dim}) float64 tensor")
+    if not gram.is_contiguous():
+        raise ValueError("gram must be contiguous")
+    for name, vector in (("shift", shift), ("column_sums", column_sums)):
+        if vector is None:
+            continue
+        if vector.dtype != torch.float64 or vector.shape != (dim,) or not vector.is_contiguous():
+            raise ValueError(f"{name} must be a contiguous ({dim},) float64 tensor")
+    devices = {t.device for t in (z, gram, shift, column_sums) if t is not None}
+    if len(devices) != 1:
+        raise ValueError(f"z, gram, shift and column_sums must share one device, got {sorted(map(str, devices))}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if splits is not None and (not isinstance(splits, int) or isinstance(splits, bool) or splits < 1):
+        raise ValueError(f"splits must be a positive integer, got {splits!r}")
+    if z.device.type != "cuda":
+        raise ValueError(f"z is on {z.device}; the CUDA SYRK takes tensors on a CUDA device")
