@@ -100,6 +100,7 @@ RF_HOST_DEVICE inline void simt_product(const double* sA, const double* sB, int 
 }
 
 #if defined(__CUDACC__)
+// One warp-wide instruction each; tests/cpp/cuda_emulation.h defines them on the CPU.
 __device__ __forceinline__ void mma_16x8x8(double (&d)[4], const double (&a)[4], const double (&b)[2]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile(
@@ -120,7 +121,12 @@ __device__ __forceinline__ void mma_8x8x4(double& d0, double& d1, double a, doub
   __trap();  // the host never selects this variant below sm_80
 #endif
 }
+#elif defined(RF_CUDA_EMULATION)
+void mma_16x8x8(double (&d)[4], const double (&a)[4], const double (&b)[2]);
+void mma_8x8x4(double& d0, double& d1, double a, double b);
+#endif
 
+#if defined(__CUDACC__) || defined(RF_CUDA_EMULATION)
 // acc += A^T B over Depth stage rows for the warp tile at (m0, n0).
 template <class Variant>
 struct Product {
@@ -163,7 +169,7 @@ struct Product<Simt> {
     simt_product(sA, sB, ld, Depth, m0, n0, lane, acc);
   }
 };
-#endif  // __CUDACC__
+#endif  // __CUDACC__ || RF_CUDA_EMULATION
 
 }  // namespace warp_tile
 }  // namespace rankme_fast
