@@ -100,6 +100,14 @@ def run_timings(args: argparse.Namespace, tests: dict[str, object] | None) -> No
     print(f"\nwrote {out}")
 
 
+def print_table(rows: list[dict[str, object]], columns: list[tuple[str, str, str]]) -> None:
+    """A markdown table: one (header, key, format) per column."""
+    print("\n| " + " | ".join(header for header, _, _ in columns) + " |")
+    print("|" + "---:|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(fmt.format(row[key]) for _, key, fmt in columns) + " |")
+
+
 def median_ms(fn) -> float:
     """Median over repeats lasting at least ~6 calls or 300 ms, after a timed warm-up call."""
     import torch
@@ -155,11 +163,11 @@ def triton_section(quick: bool) -> dict[str, object]:
                 del z, state
                 torch.cuda.empty_cache()
 
-    print("\n| N | D | input | Triton ms | torch.mm ms | x | useful TFLOP/s | % bf16 peak |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|")
-    for r in rows_out:
-        print(f"| {r['rows']} | {r['dim']} | {r['kind']} | {r['triton_ms']:.3f} | {r['torch_mm_ms']:.3f} | "
-              f"{r['speedup_vs_torch_mm']:.2f} | {r['triton_useful_tflops']:.0f} | {r['pct_of_bf16_peak']:.0f} |")
+    print_table(rows_out, [
+        ("N", "rows", "{}"), ("D", "dim", "{}"), ("input", "kind", "{}"), ("Triton ms", "triton_ms", "{:.3f}"),
+        ("torch.mm ms", "torch_mm_ms", "{:.3f}"), ("x", "speedup_vs_torch_mm", "{:.2f}"),
+        ("useful TFLOP/s", "triton_useful_tflops", "{:.0f}"), ("% bf16 peak", "pct_of_bf16_peak", "{:.0f}"),
+    ])  # fmt: skip
     target = [r for r in rows_out if r["kind"] == "bf16" and r["rows"] == 262144 and r["dim"] >= 2048]
     acceptance = {
         "bf16_min_speedup_vs_torch_mm_D>=2048_N=262144": min((r["speedup_vs_torch_mm"] for r in target), default=None),
@@ -218,17 +226,13 @@ def cuda_section(quick: bool) -> dict[str, object]:
         del state, symmetric
         torch.cuda.empty_cache()
 
-    print(f"\n| N | D | CUDA exact ms ({variants[0]}) | float64 route ms | x | fp32 torch.mm ms | x | "
-          "useful TFLOP/s | eigvalsh ms | Gram share |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for e in rows_out:
-        cells = [
-            e["rows"], e["dim"], f"{e['cuda_ms']:.2f}", f"{e['torch_float64_route_ms']:.2f}",
-            f"{e['speedup_vs_float64_route']:.2f}", f"{e['torch_mm_fp32_ms']:.2f}",
-            f"{e['speedup_vs_torch_mm_fp32']:.2f}", f"{e['cuda_useful_tflops']:.1f}",
-            f"{e['eigvalsh_fp64_ms']:.1f}", f"{100 * e['gram_share_of_exact_rankme']:.0f}%",
-        ]  # fmt: skip
-        print("| " + " | ".join(map(str, cells)) + " |")
+    print_table(rows_out, [
+        ("N", "rows", "{}"), ("D", "dim", "{}"), (f"CUDA exact ms ({variants[0]})", "cuda_ms", "{:.2f}"),
+        ("float64 route ms", "torch_float64_route_ms", "{:.2f}"), ("x", "speedup_vs_float64_route", "{:.2f}"),
+        ("fp32 torch.mm ms", "torch_mm_fp32_ms", "{:.2f}"), ("x", "speedup_vs_torch_mm_fp32", "{:.2f}"),
+        ("useful TFLOP/s", "cuda_useful_tflops", "{:.1f}"), ("eigvalsh ms", "eigvalsh_fp64_ms", "{:.1f}"),
+        ("Gram share", "gram_share_of_exact_rankme", "{:.0%}"),
+    ])  # fmt: skip
     acceptance = {
         "min_speedup_vs_float64_route": min(e["speedup_vs_float64_route"] for e in rows_out),
         "min_speedup_vs_torch_mm_fp32": min(e["speedup_vs_torch_mm_fp32"] for e in rows_out),

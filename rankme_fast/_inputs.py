@@ -90,3 +90,8 @@ def as_matrix(batch: Any, *, name: str = "batch") -> Matrix:
 
 def torch_dtype(name: str) -> torch.dtype:
     return _TORCH_BY_NAME[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'float64', 'float32', 'float16' or 'bfloat16' for a supported torch dtype."""
+    return _TORCH_DTYPES[dtype]

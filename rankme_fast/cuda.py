@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import torch
 
+from rankme_fast._inputs import SUPPORTED_DTYPES, dtype_name, torch_dtype
 from rankme_fast._native import native, native_error
+from rankme_fast._syrk_arguments import check_syrk_arguments
 
-INPUT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+INPUT_DTYPES = tuple(torch_dtype(name) for name in SUPPORTED_DTYPES)
 VARIANTS = ("auto", "dmma-16x8x8", "dmma-8x8x4", "simt")
-_DTYPE_CODES = {
-    torch.float64: "DTYPE_FLOAT64",
-    torch.float32: "DTYPE_FLOAT32",
-    torch.float16: "DTYPE_FLOAT16",
-    torch.bfloat16: "DTYPE_BFLOAT16",
-}
 
 
 def unavailable_reason(device: torch.device | None = None) -> str | None:
@@ -62,7 +58,7 @@ def syrk_update(
         raise RuntimeError(reason)
     device = z.device.index if z.device.index is not None else torch.cuda.current_device()
     used, n_splits = native.cuda_syrk_update(
-        z.data_ptr(), getattr(native, _DTYPE_CODES[z.dtype]), z.shape[0], z.shape[1], z.stride(0),
+        z.data_ptr(), getattr(native, f"DTYPE_{dtype_name(z.dtype).upper()}"), z.shape[0], z.shape[1], z.stride(0),
         z.stride(1), gram.data_ptr(),
         shift=0 if shift is None else shift.data_ptr(),
         column_sums=0 if column_sums is None else column_sums.data_ptr(),
@@ -82,26 +78,8 @@ def _check(
     variant: str,
     splits: int | None,
 ) -> None:
-    if not isinstance(z, torch.Tensor) or z.ndim != 2:
-        raise ValueError(f"z must be a 2-D torch.Tensor, got {getattr(z, 'shape', type(z).__name__)}")
-    if z.dtype not in INPUT_DTYPES:
-        raise TypeError(f"z has dtype {z.dtype}; the CUDA SYRK takes float64, float32, float16 or bfloat16")
-    dim = z.shape[1]
-    if not isinstance(gram, torch.Tensor) or gram.dtype != torch.float64 or gram.shape != (dim, dim):
-        raise ValueError(f"gram must be a ({dim}, {dim}) float64 tensor")
-    if not gram.is_contiguous():
-        raise ValueError("gram must be contiguous")
-    for name, vector in (("shift", shift), ("column_sums", column_sums)):
-        if vector is None:
-            continue
-        if vector.dtype != torch.float64 or vector.shape != (dim,) or not vector.is_contiguous():
-            raise ValueError(f"{name} must be a contiguous ({dim},) float64 tensor")
-    devices = {t.device for t in (z, gram, shift, column_sums) if t is not None}
-    if len(devices) != 1:
-        raise ValueError(f"z, gram, shift and column_sums must share one device, got {sorted(map(str, devices))}")
+    check_syrk_arguments("CUDA SYRK", INPUT_DTYPES, z, gram, shift, column_sums, splits)
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if splits is not None and (not isinstance(splits, int) or isinstance(splits, bool) or splits < 1):
-        raise ValueError(f"splits must be a positive integer, got {splits!r}")
     if z.device.type != "cuda":
         raise ValueError(f"z is on {z.device}; the CUDA SYRK takes tensors on a CUDA device")

@@ -13,13 +13,7 @@
 #pragma once
 #include <math.h>  // fma on the host
 
-#ifndef RF_HOST_DEVICE
-#if defined(__CUDACC__)
-#define RF_HOST_DEVICE __host__ __device__
-#else
-#define RF_HOST_DEVICE
-#endif
-#endif
+#include "rankme_fast/host_device.h"
 
 namespace rankme_fast {
 namespace warp_tile {

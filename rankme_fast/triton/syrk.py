@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from rankme_fast._syrk_arguments import check_syrk_arguments
 from rankme_fast.triton import interpreter_enabled
 
 INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -234,22 +235,6 @@ def _check(
     input_precision: str,
     splits: int | None,
 ) -> None:
-    if not isinstance(z, torch.Tensor) or z.ndim != 2:
-        raise ValueError(f"z must be a 2-D torch.Tensor, got {getattr(z, 'shape', type(z).__name__)}")
-    if z.dtype not in INPUT_DTYPES:
-        raise TypeError(f"z has dtype {z.dtype}; the Triton SYRK takes float32, float16 or bfloat16")
-    dim = z.shape[1]
-    if gram.dtype != torch.float64 or gram.shape != (dim, dim) or not gram.is_contiguous():
-        raise ValueError(f"gram must be a contiguous ({dim}, {dim}) float64 tensor")
-    for name, vector in (("shift", shift), ("column_sums", column_sums)):
-        if vector is None:
-            continue
-        if vector.dtype != torch.float64 or vector.shape != (dim,) or not vector.is_contiguous():
-            raise ValueError(f"{name} must be a contiguous ({dim},) float64 tensor")
-    devices = {t.device for t in (z, gram, shift, column_sums) if t is not None}
-    if len(devices) != 1:
-        raise ValueError(f"z, gram, shift and column_sums must share one device, got {sorted(map(str, devices))}")
+    check_syrk_arguments("Triton SYRK", INPUT_DTYPES, z, gram, shift, column_sums, splits)
     if input_precision not in FP32_PRECISIONS:
         raise ValueError(f"input_precision must be one of {FP32_PRECISIONS}, got {input_precision!r}")
-    if splits is not None and (not isinstance(splits, int) or isinstance(splits, bool) or splits < 1):
-        raise ValueError(f"splits must be a positive integer, got {splits!r}")
