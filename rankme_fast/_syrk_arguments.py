@@ -21,8 +21,8 @@ def check_syrk_arguments(
     if not isinstance(z, torch.Tensor) or z.ndim != 2:
         raise ValueError(f"z must be a 2-D torch.Tensor, got {getattr(z, 'shape', type(z).__name__)}")
     if z.dtype not in input_dtypes:
-        names = ", ".join(str(d).removeprefix("torch.") for d in input_dtypes)
-        raise TypeError(f"z has dtype {z.dtype}; the {kernel} takes {names}")
+        names = [str(d).removeprefix("torch.") for d in input_dtypes]
+        raise TypeError(f"z has dtype {z.dtype}; the {kernel} takes {', '.join(names[:-1])} or {names[-1]}")
     dim = z.shape[1]
     if not isinstance(gram, torch.Tensor) or gram.dtype != torch.float64 or gram.shape != (dim, dim):
         raise ValueError(f"gram must be a contiguous ({dim}, {dim}) float64 tensor")
