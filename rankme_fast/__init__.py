@@ -1,9 +1,9 @@
 """rankme_fast: exact, streaming effective rank (RankMe) of embedding sets of any size."""
 
-from rankme_fast import metrics
+from rankme_fast import conventions, metrics
 from rankme_fast._native import native as _C
 from rankme_fast.accumulate import GramAccumulator
-from rankme_fast.api import rankme, spectrum
+from rankme_fast.api import rankme, rankme_many, spectrum
 from rankme_fast.backends import available_backends
 from rankme_fast.spectrum import Spectrum
 
@@ -15,7 +15,9 @@ __all__ = [
     "Spectrum",
     "__version__",
     "available_backends",
+    "conventions",
     "metrics",
     "rankme",
+    "rankme_many",
     "spectrum",
 ]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 
 from rankme_fast._inputs import Matrix, as_matrix
 from rankme_fast.accumulate import GramAccumulator
 from rankme_fast.backends import select_backend
-from rankme_fast.spectrum import Spectrum, spectrum_of_gram
+from rankme_fast.conventions import get_convention
+from rankme_fast.spectrum import Spectrum, spectra_of_grams, spectrum_of_gram
 
 
 def spectrum(
@@ -34,9 +37,59 @@ def rankme(
     centered: bool = False,
     precision: str = "exact",
     backend: str = "auto",
+    convention: str | None = None,
 ) -> float:
-    """RankMe of Z: exp(entropy of σ/Σσ + eps), σ the singular values (DESIGN.md §2)."""
-    return spectrum(Z, centered=centered, precision=precision, backend=backend).rankme(eps)
+    """RankMe of Z: exp(entropy of σ/Σσ + eps), σ the singular values (DESIGN.md §2).
+
+    `convention` names another library's formula (rankme_fast.conventions.CONVENTIONS); one
+    that centres Z turns `centered` on.
+    """
+    if convention is not None:
+        centered = centered or get_convention(convention).centered
+    return spectrum(Z, centered=centered, precision=precision, backend=backend).rankme(eps, convention=convention)
+
+
+def rankme_many(
+    items: Iterable[Any] | Any,
+    *,
+    eps: float = 1e-7,
+    centered: bool = False,
+    precision: str = "exact",
+    backend: str = "auto",
+    convention: str | None = None,
+) -> np.ndarray:
+    """RankMe of each item of a sweep (checkpoints, models, layers): a list of embedding
+    matrices, a stack of shape (B, N, D), Spectra or GramAccumulators. Grams of one size and
+    device are eigensolved together in one batched float64 call. Returns a float64 array (B,)."""
+    if convention is not None:
+        centered = centered or get_convention(convention).centered
+    sequence = list(items.unbind(0) if isinstance(items, torch.Tensor) and items.ndim == 3 else items)
+    if not sequence:
+        raise ValueError("rankme_many needs at least one item")
+    spectra: list[Spectrum | None] = [None] * len(sequence)
+    pending: dict[tuple[int, str, bool], list[tuple[int, GramAccumulator]]] = {}
+    for index, item in enumerate(sequence):
+        if isinstance(item, Spectrum):
+            spectra[index] = item
+            continue
+        if isinstance(item, GramAccumulator):
+            acc = item
+        else:
+            matrix = as_matrix(item, name=f"item {index}")
+            if matrix.rows < matrix.cols:  # the N x N route of `spectrum`
+                spectra[index] = spectrum(matrix.data, centered=centered, precision=precision, backend=backend)
+                continue
+            acc = GramAccumulator(centered=centered, precision=precision, backend=backend).update(matrix.data)
+        if acc.count == 0:
+            raise ValueError(f"item {index}: nothing has been accumulated")
+        pending.setdefault((acc.dim, str(acc.device), acc.centered), []).append((index, acc))
+    for (dim, _, is_centered), group in pending.items():
+        grams = torch.stack([acc.gram() for _, acc in group])
+        counts = [acc.count for _, acc in group]
+        for (index, _), result in zip(group, spectra_of_grams(grams, counts=counts, dim=dim, centered=is_centered),
+                                      strict=True):
+            spectra[index] = result
+    return np.array([s.rankme(eps, convention=convention) for s in spectra if s is not None], dtype=np.float64)
 
 
 def _wide_spectrum(matrix: Matrix, *, centered: bool, precision: str, backend: str) -> Spectrum:
