@@ -60,18 +60,3 @@ def get_convention(name: str) -> Convention:
         raise ValueError(f"unknown convention {name!r}; choose one of {', '.join(CONVENTIONS)}")
     return CONVENTIONS[name]
 
-
-def _print_table() -> None:
-    """The README's table: every convention on one fixed dataset (python -m rankme_fast.conventions)."""
-    from rankme_fast.api import rankme
-
-    columns = np.arange(1, 513) ** -0.5
-    z = np.random.default_rng(0).standard_normal((4096, 512)) * columns + 1.0
-    base = rankme(z, convention="canonical")
-    for name, convention in CONVENTIONS.items():
-        value = rankme(z, convention=name)
-        print(f"| `{name}` | {convention.description} | {value:.3f} | {(value - base) / base:+.2e} |")
-
-
-if __name__ == "__main__":
-    _print_table()
