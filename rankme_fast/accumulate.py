@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rankme_fast import slq
 from rankme_fast._inputs import Matrix, as_matrix
 from rankme_fast.backends import check_choice, select_backend
 from rankme_fast.backends.base import PRECISIONS
@@ -22,6 +23,10 @@ from rankme_fast.spectrum import Spectrum, spectrum_of_gram
 _STATE_FORMAT = "rankme_fast.GramAccumulator"
 _STATE_VERSION = 1
 _NONFINITE_POLICIES = ("raise", "drop")
+_RANKME_METHODS = ("auto", "exact", "slq")
+# From this D on, GramAccumulator.rankme() estimates instead of eigensolving (a dense float64
+# eigvalsh of 32768² takes ~15 minutes on 2 CPU cores; see bench/README.md).
+SLQ_THRESHOLD = 32768
 
 
 class GramAccumulator:
@@ -154,8 +159,23 @@ class GramAccumulator:
         assert self._dim is not None
         return spectrum_of_gram(self._gram, count=self._count, dim=self._dim, centered=self.centered)
 
-    def rankme(self, eps: float = 1e-7) -> float:
+    def rankme(self, eps: float = 1e-7, *, method: str = "auto") -> float:
+        """RankMe of the state: "exact" (float64 eigensolve), "slq" (the estimate of
+        `estimate_rankme`), or "auto": exact below D = SLQ_THRESHOLD, the estimate above."""
+        if method not in _RANKME_METHODS:
+            raise ValueError(f"method must be one of {_RANKME_METHODS}, got {method!r}")
+        if method == "slq" or (method == "auto" and (self._dim or 0) >= SLQ_THRESHOLD):
+            return self.estimate_rankme(eps).value
         return self.spectrum().rankme(eps)
+
+    def estimate_rankme(
+        self, eps: float = 1e-7, *, budget: slq.Budget | None = None, seed: int = 0
+    ) -> slq.RankMeEstimate:
+        """RankMe without an eigensolve (deflated stochastic Lanczos quadrature, rankme_fast.slq),
+        with an error bar; for D where a dense float64 eigensolve is too slow."""
+        if self._gram is None or self._count == 0:
+            raise ValueError("nothing has been accumulated yet")
+        return slq.estimate_rankme(self.gram(), count=self._count, eps=eps, budget=budget, seed=seed)
 
     # -- persistence --------------------------------------------------------------------------
 

@@ -85,3 +85,17 @@ def test_bad_arguments():
         slq.estimate_rankme(torch.zeros(20, 20, dtype=torch.float64))
     with pytest.raises(ValueError, match="eps"):
         slq.estimate_rankme(torch.eye(5, dtype=torch.float64), eps=-1.0)
+
+
+def test_accumulator_estimate_and_method_switch(rng):
+    z = rng.standard_normal((3000, 200))
+    acc = rf.GramAccumulator().update(z)
+    exact = acc.rankme(method="exact")
+    assert acc.rankme() == exact  # auto: far below the SLQ threshold
+    estimate = acc.estimate_rankme(seed=2)
+    assert abs(estimate.value - exact) <= max(estimate.error, 5e-3 * exact)
+    assert acc.rankme(method="slq") == pytest.approx(acc.estimate_rankme().value, rel=1e-12)
+    with pytest.raises(ValueError, match="method"):
+        acc.rankme(method="svd")
+    with pytest.raises(ValueError, match="nothing has been accumulated"):
+        rf.GramAccumulator(dim=4).estimate_rankme()
