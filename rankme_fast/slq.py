@@ -146,7 +146,7 @@ def estimate_rankme(
     floor = 1e-9 * value  # rounding: the bar never claims more than float64 sums can give
     m = budget.probes
     if m > 1:
-        keep = torch.ones(m, dtype=torch.bool)
+        keep = torch.ones(m, dtype=torch.bool, device=sampled[0].device)
         jackknife = []
         for left_out in range(m):
             keep[left_out] = False
