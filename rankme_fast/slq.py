@@ -56,10 +56,11 @@ class Budget:
 
     @staticmethod
     def default(dim: int) -> Budget:
-        """Measured to keep RankMe within 0.5 % on the tested spectra (tests/test_slq.py,
-        D = 1024..4096) and to stay fast at D ≥ 8192 (bench/bench_slq.py). A probe's sampling
-        error shrinks like 1/sqrt(D), so larger D needs fewer probes and a smaller deflated block;
-        each Lanczos step is one pass over the D x D Gram, which is what costs at large D."""
+        """Keeps RankMe within 0.5 % on the tested spectra at D = 1024 and 2048
+        (tests/test_slq.py; 4096 checked by hand). A probe's sampling error shrinks like
+        1/sqrt(D), so larger D gets fewer probes and a smaller deflated block; each Lanczos step
+        is one pass over the D x D Gram, which is what costs at large D. Speed and accuracy at
+        D = 8192 and 16384: bench/README.md (not yet 10x a dense eigensolve with 0.5 % error)."""
         deflation = min(dim // 4, 256, max(32, 524288 // max(dim, 1)))
         probes = int(max(16, round(64 * math.sqrt(4096 / max(dim, 4096)))))
         return Budget(deflation=deflation, probes=probes, steps=min(dim, 40 if dim <= 4096 else 30), power_iterations=4)
