@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 
 from rankme_fast.lidar import ClassScatterAccumulator
@@ -18,7 +17,8 @@ def _direct_lidar(z: np.ndarray, labels: np.ndarray, delta: float = 1e-4, eps: f
     between = spread.T @ spread / (len(classes) - 1)
     centred = z - means[np.searchsorted(classes, labels)]
     within = centred.T @ centred / len(z) + delta * np.eye(z.shape[1])
-    inverse_root = np.linalg.inv(scipy.linalg.sqrtm(within).real)
+    values, vectors = np.linalg.eigh(within)
+    inverse_root = (vectors / np.sqrt(values)) @ vectors.T
     values = np.clip(np.linalg.eigvalsh(inverse_root @ between @ inverse_root), 0, None)
     p = values / values.sum() + eps
     return float(np.exp(-np.sum(p * np.log(p))))
