@@ -24,8 +24,9 @@ _STATE_FORMAT = "rankme_fast.GramAccumulator"
 _STATE_VERSION = 1
 _NONFINITE_POLICIES = ("raise", "drop")
 _RANKME_METHODS = ("auto", "exact", "slq")
-# From this D on, GramAccumulator.rankme() estimates instead of eigensolving (a dense float64
-# eigvalsh of 32768² takes ~15 minutes on 2 CPU cores; see bench/README.md).
+# From this D on, GramAccumulator.rankme() estimates instead of eigensolving: a dense float64
+# eigvalsh took 114-127 s at D=16384 on 2 CPU cores (bench/results/slq-2026-11-22.json), so
+# ~15 minutes at 32768 by its D³ cost.
 SLQ_THRESHOLD = 32768
 
 
