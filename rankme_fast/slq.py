@@ -157,7 +157,7 @@ def estimate_rankme(
         error = max(floor, 2.0 * math.sqrt((m - 1) / m * float(np.sum((spread - spread.mean()) ** 2))))
     else:
         error = math.inf
-    return RankMeEstimate(value, error, kept, m, budget.steps)
+    return RankMeEstimate(value, error, kept, m, min(budget.steps, dim))
 
 
 def _top_subspace(
