@@ -61,12 +61,13 @@ def main() -> None:
                     "speedup": eig_s / slq_s, "rankme_dense": truth, "rankme_slq": estimate.value,
                     "error_bar": estimate.error, "relative_error": (estimate.value - truth) / truth,
                     "covered": abs(estimate.value - truth) <= estimate.error,
-                    "budget": {"deflated": estimate.deflation, "probes": estimate.probes, "steps": estimate.steps},
+                    "budget": {"deflated": estimate.deflation, "probes": estimate.probes, "steps": estimate.steps,
+                               "passes": estimate.passes},
                 }  # fmt: skip
                 rows.append(row)
                 print(f"  {spectrum:9s} seed {seed}: eigvalsh {eig_s:.1f} s, SLQ {slq_s:.2f} s (x{eig_s / slq_s:.1f}), "
                       f"RankMe {truth:.2f} vs {estimate.value:.2f} ± {estimate.error:.2f} "
-                      f"({100 * row['relative_error']:+.3f} %)", flush=True)
+                      f"({100 * row['relative_error']:+.3f} %, {estimate.passes} passes)", flush=True)
             del a
     summary = {
         "min_speedup": min(r["speedup"] for r in rows),

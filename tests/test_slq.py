@@ -4,6 +4,8 @@ operator forms (Gram tensor, stream of batches)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -40,7 +42,7 @@ def _dense_rankme(gram: torch.Tensor) -> float:
 def test_default_budget_is_within_half_a_percent_and_the_bar_covers_the_truth():
     covered = trials = 0
     worst = 0.0
-    for dim, seeds in ((1024, range(4)), (2048, range(1))):
+    for dim, seeds in ((1024, range(4)), (2048, range(1)), (4096, range(1))):
         for kind in SLQ_SPECTRA:
             for seed in seeds:
                 gram = _gram(kind, dim, seed)
@@ -58,8 +60,46 @@ def test_default_budget_is_within_half_a_percent_and_the_bar_covers_the_truth():
 def test_flat_spectrum_is_exact_and_budget_is_reported():
     estimate = slq.estimate_rankme(torch.eye(300, dtype=torch.float64) * 4.0, seed=1)
     assert estimate.value == pytest.approx(rf.metrics.rankme(np.full(300, 2.0)), rel=1e-12)
-    assert estimate.deflation == 0  # nothing stands out of a flat spectrum
     assert float(estimate) == estimate.value and estimate.probes >= 16
+    # A flat spectrum: the Krylov space stops after one block (two passes), and the two
+    # quadratures at steps 4 and 8 agree.
+    assert estimate.steps == 8 and estimate.passes == 2 + 8
+
+
+def test_cost_is_passes_over_the_operator_not_an_eigensolve(rng):
+    z = torch.from_numpy(rng.standard_normal((1500, 400)) * np.arange(1, 401) ** -0.5)
+    calls = []
+
+    def operator(v: torch.Tensor) -> torch.Tensor:
+        calls.append(v.shape[1])
+        return z.T @ (z @ v)
+
+    budget = slq.Budget(deflation=32, probes=12, steps=30, krylov_blocks=4)
+    estimate = slq.estimate_rankme(operator, dim=400, count=1500, budget=budget, seed=0)
+    assert estimate.passes == len(calls) <= budget.krylov_blocks + 1 + budget.steps
+    assert max(calls) <= 2 * budget.deflation // budget.krylov_blocks + 1  # D x b blocks, b << D
+    assert abs(estimate.value - rf.rankme(z)) <= max(estimate.error, 5e-3 * estimate.value)
+
+
+def test_float32_products_move_the_estimate_by_rounding_only():
+    gram = _gram("power_law_1", 1024, seed=5)
+    budget = slq.Budget.default(1024)
+    exact = slq.estimate_rankme(gram, budget=budget, seed=4)
+    fast = slq.estimate_rankme(gram, budget=dataclasses.replace(budget, float32_products=True), seed=4)
+    assert fast.value == pytest.approx(exact.value, rel=1e-4)
+    assert fast.value != exact.value
+
+
+def test_packed_products_equal_plain_products(rng):
+    z = torch.from_numpy(rng.standard_normal((700, 300)))
+    gram = z.T @ z
+    if slq._mkl_packed(gram.float(), 24) is None:
+        pytest.skip("this torch has no MKL packed GEMM (the plain float32 product is used)")
+    packed = slq._as_operator(gram, float32_products=True, width=24)
+    for width in (24, 7, 32):  # packed for 24 columns, used for any
+        v = torch.from_numpy(rng.standard_normal((300, width)))
+        assert packed(v).dtype == torch.float64
+        torch.testing.assert_close(packed(v), gram @ v, rtol=1e-5, atol=1e-5 * float((gram @ v).abs().max()))
 
 
 def test_stream_operator_equals_the_gram_and_count_caps_the_values(rng):
@@ -85,6 +125,8 @@ def test_bad_arguments():
         slq.estimate_rankme(torch.zeros(20, 20, dtype=torch.float64))
     with pytest.raises(ValueError, match="eps"):
         slq.estimate_rankme(torch.eye(5, dtype=torch.float64), eps=-1.0)
+    with pytest.raises(ValueError, match="probes >= 1"):
+        slq.estimate_rankme(torch.eye(5, dtype=torch.float64), budget=slq.Budget(deflation=1, probes=0, steps=4))
 
 
 def test_accumulator_estimate_and_method_switch(rng):
