@@ -1,0 +1,53 @@
+"""The `rankme-fast` command: `rankme-fast fit TABLE --x COL --y COL [--x2 COL] --form NAME --out DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _fit(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from rankme_fast import scaling
+    from rankme_fast.scaling.report import column, read_table, write_report
+
+    table = read_table(args.table)
+    x = column(table, args.x, args.table)
+    if args.x2:
+        x = np.column_stack([x, column(table, args.x2, args.table)])
+    y = column(table, args.y, args.table)
+    result = scaling.fit(args.form, x, y, loss=args.loss, delta=args.delta, bootstrap=args.bootstrap, seed=args.seed)
+    paths = write_report(result, args.out, title=f"{args.y} vs {args.x}" + (f", {args.x2}" if args.x2 else ""))
+    print(result.summary())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0 if result.converged else 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rankme-fast", description="RankMe and scaling-law tools")
+    commands = parser.add_subparsers(dest="command", required=True)
+    fit = commands.add_parser("fit", help="fit a scaling law to a CSV/JSON table and write a report")
+    fit.add_argument("table", help="CSV with a header row, or JSON (records or columns)")
+    fit.add_argument("--x", required=True, help="column of x (N for joint forms)")
+    fit.add_argument("--x2", help="column of D, for the joint forms (droppo, kaplan, chinchilla)")
+    fit.add_argument("--y", required=True, help="column of y (loss or quality)")
+    fit.add_argument("--form", default="saturating", help="power, saturating, increasing_power, "
+                     "increasing_power_offset, droppo, kaplan, chinchilla, broken")  # fmt: skip
+    fit.add_argument("--loss", default="huber", choices=["huber", "squared"])
+    fit.add_argument("--delta", type=float, default=1e-3, help="Huber threshold on log residuals")
+    fit.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the CIs")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--out", default="report", help="directory for fit.json, fit.md, fit.png")
+    fit.set_defaults(run=_fit)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ValueError as error:
+        print(f"rankme-fast {args.command}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
