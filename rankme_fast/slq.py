@@ -231,8 +231,8 @@ class _CountedOperator:
 def _as_operator(gram: torch.Tensor, float32_products: bool, width: int) -> Operator:
     """V -> A V for a symmetric Gram tensor, float64 in and out. With float32 products A is
     cast once (then half the bytes per pass); on a CPU with MKL it is also packed once for
-    MKL's packed GEMM (bench/README.md: a pass of 24 columns at D = 8192 takes about 0.6x the
-    time of a plain float32 matmul, which packs A anew on every call)."""
+    MKL's packed GEMM (bench/results/slq-pass-2026-11-22.json: a pass of 24 columns at D = 8192
+    takes 0.86x the time of a plain float32 matmul, which packs A anew on every call)."""
     if not float32_products:
         return gram.to(torch.float64).__matmul__
     matrix = gram.to(torch.float32)

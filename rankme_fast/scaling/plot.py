@@ -13,10 +13,7 @@ if TYPE_CHECKING:
 def _axes(ax: Any) -> Any:
     if ax is not None:
         return ax
-    import matplotlib
-
-    matplotlib.use("Agg")  # files, not windows: the CLI and the study write PNGs
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the user's backend (a notebook's, or Agg when headless)
 
     return plt.subplots(figsize=(6, 4.2))[1]
 

@@ -46,10 +46,7 @@ def column(table: dict[str, list[str | float]], name: str, source: str | Path = 
 
 def write_report(result: Fit, out: str | Path, title: str = "Scaling-law fit") -> dict[str, Path]:
     """fit.json (everything), fit.md (the summary table) and fit.png (the plot) under `out`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: writing a file leaves the user's backend alone
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,9 +54,8 @@ def write_report(result: Fit, out: str | Path, title: str = "Scaling-law fit") -
     paths["json"].write_text(result.to_json())
     paths["markdown"].write_text(f"# {title}\n\n```\n{result.summary()}\n```\n\n![fit](fit.png)\n\n"
                                  f"Form source: {result.form.source}.\n")  # fmt: skip
-    figure, ax = plt.subplots(figsize=(6, 4.2))
-    result.plot(ax)
+    figure = Figure(figsize=(6, 4.2))
+    result.plot(figure.subplots())
     figure.tight_layout()
     figure.savefig(paths["plot"], dpi=120)
-    plt.close(figure)
     return paths
