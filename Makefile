@@ -11,15 +11,21 @@ PY := $(VENV)/bin/python
 SOURCES := pyproject.toml setup.py CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
 export RANKME_FAST_REQUIRE_EXTENSION := 1
 
+# Debian packages the audio benchmark renders with (without them it falls back to procedural
+# audio and says so), and audio packages installed with --no-deps (see pyproject's audio extra).
+APT_AUDIO := espeak-ng flite fluidsynth fluid-soundfont-gm timgm6mb-soundfont timidity freepats
+AUDIO_NO_DEPS := torchcrepe==0.0.24 torchfcpe==0.0.4 resemblyzer==0.1.4 silero-vad openwakeword==0.4.0
+
 ifeq ($(OFFLINE),1)
 VENV_FLAGS := --system-site-packages
 INSTALL := $(PY) -m pip install --no-index --no-build-isolation --no-deps -e .
 else
 VENV_FLAGS :=
-INSTALL := $(PY) -m pip install --no-build-isolation -e ".[dev]"
+INSTALL := $(PY) -m pip install --no-build-isolation -e ".[dev,audio]" && \
+	$(PY) -m pip install --no-deps $(AUDIO_NO_DEPS)
 endif
 
-.PHONY: test demo lint bench clean
+.PHONY: test demo lint bench bench-audio clean
 
 # The Triton kernels run a second time under Triton's CPU interpreter (tiny shapes); the flag
 # must be set before Triton is imported, hence a separate pytest process.
@@ -37,8 +43,17 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/bench_cpu.py
 
+bench-audio: $(VENV)/.installed
+	$(PY) bench/bench_audio.py speed
+	$(PY) bench/bench_audio.py ladder --preset small
+
 $(VENV)/.installed: $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+ifneq ($(OFFLINE),1)
+	command -v espeak-ng >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get install -y -q $(APT_AUDIO) || { apt-get update -q && apt-get install -y -q $(APT_AUDIO); }; }; } || \
+		echo "note: could not install $(APT_AUDIO); the audio benchmark will use procedural audio"
+endif
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==2.13.0"
 ifneq ($(OFFLINE),1)
 	$(PY) -m pip install "setuptools>=68" wheel "pybind11>=2.12" "cmake>=3.24" ninja scipy-openblas32

@@ -1,0 +1,163 @@
+"""Audio encoders, measured here.
+
+    python bench/bench_audio.py speed              # s per audio minute of every adapter
+    python bench/bench_audio.py ladder --preset small
+
+`speed`: each available encoder embeds the same 20 s of generated audio (two 10 s clips) at
+its default frame rate, after a 1 s warm-up; median of 2 runs, scaled to seconds per audio
+minute → bench/results/audio-speed-<date>.json.
+`ladder`: every encoder embeds every clip of the benchmark preset; frame embeddings stream
+into raw and centred exact Gram accumulators, clip means are kept; RankMe (raw and centred,
+clip and frame level) and linear/MLP probe accuracy per task →
+bench/results/audio-ladder-<preset>-<date>.json, rewritten after each encoder.
+CREPE runs with a 100 ms hop in the ladder (10 frames/s instead of 100) to fit this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import rankme_fast as rf
+from rankme_fast import audio
+
+ROOT = Path(__file__).resolve().parent.parent
+LADDER = [
+    "log-mel",
+    "speech-embedding",
+    "silero-vad",
+    "resemblyzer",
+    "fcpe",
+    "crepe-tiny",
+    "crepe-small",
+    "crepe-medium",
+    "crepe-large",
+    "crepe-full",
+]
+LADDER_OPTIONS = {f"crepe-{c}": {"hop_length": 1600} for c in ("tiny", "small", "medium", "large", "full")}
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpus": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": dt.date.today().isoformat(),
+    }
+
+
+def speed(args: argparse.Namespace) -> dict:
+    bench = audio.make_benchmark("tiny", seed=0)
+    waves = [np.concatenate(bench.waves[i * 10 : (i + 1) * 10]) for i in range(2)]  # two 10 s clips
+    rows = []
+    for name, reason in audio.available_encoders().items():
+        if reason is not None:
+            rows.append({"name": name, "skipped": reason})
+            continue
+        encoder = audio.load_encoder(name)
+        encoder.embed(bench.waves[0], bench.sr)
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            frames = sum(len(encoder.embed(w, bench.sr)) for w in waves)
+            times.append(time.perf_counter() - started)
+        row = {**encoder.describe(), "seconds_per_audio_minute": 3 * statistics.median(times)}
+        row["frames_per_minute"] = 3 * frames
+        print(
+            f"{name:18s} dim {encoder.dim:5d}  params {encoder.n_params:>11,}  "
+            f"{row['seconds_per_audio_minute']:7.2f} s/min"
+        )
+        rows.append(row)
+    return {"machine": machine(), "command": "python bench/bench_audio.py speed", "audio_seconds": 20, "note": args.note, "encoders": rows}
+
+
+def ladder(args: argparse.Namespace) -> dict:
+    bench = audio.make_benchmark(args.preset, seed=args.seed, progress=True)
+    out_path = ROOT / "bench" / "results" / f"audio-ladder-{args.preset}-{dt.date.today().isoformat()}.json"
+    result = {
+        "machine": machine(),
+        "command": f"python bench/bench_audio.py ladder --preset {args.preset}",
+        "benchmark": {
+            "preset": args.preset,
+            "seed": args.seed,
+            "clips": len(bench),
+            "synthesizers": bench.synthesizers,
+            "tasks": {
+                n: {"classes": len(t.classes), "train": len(t.train), "test": len(t.test)}
+                for n, t in bench.tasks.items()
+            },
+        },
+        "encoders": [],
+    }
+    for name in args.encoders or LADDER:
+        reason = audio.available_encoders().get(name, "unknown encoder")
+        if reason is not None:
+            result["encoders"].append({"name": name, "skipped": reason})
+            continue
+        encoder = audio.load_encoder(name, **LADDER_OPTIONS.get(name, {}))
+        raw, centred = rf.GramAccumulator(encoder.dim), rf.GramAccumulator(encoder.dim, centered=True)
+        started = time.perf_counter()
+        extraction = audio.extract(encoder, bench, level="frame", accumulator=[raw, centred], progress=False)
+        seconds = time.perf_counter() - started
+        clips = extraction.clip_embeddings
+        row = {
+            **encoder.describe(),
+            **LADDER_OPTIONS.get(name, {}),
+            "embed_seconds": seconds,
+            "seconds_per_audio_minute": 60 * seconds / extraction.seconds,
+            "frames": extraction.frames,
+            "clip_rankme": rf.rankme(clips),
+            "clip_rankme_centered": rf.rankme(clips, centered=True),
+            "frame_rankme": raw.rankme(),
+            "frame_rankme_centered": centred.rankme(),
+            "clip_rankme_capped": len(clips) < 4 * encoder.dim,
+            "probes": {},
+        }
+        for task_name, task in bench.tasks.items():
+            for kind in ("linear", "mlp"):
+                probe = audio.probe(
+                    clips[task.train], task.labels[task.train], clips[task.test], task.labels[task.test], kind=kind
+                )
+                row["probes"][f"{task_name}/{kind}"] = {"accuracy": probe.accuracy, "macro_f1": probe.macro_f1}
+        linear = [v["accuracy"] for k, v in row["probes"].items() if k.endswith("/linear")]
+        row["mean_linear_accuracy"] = float(np.mean(linear))
+        print(
+            f"{name:18s} dim {encoder.dim:5d} clip RankMe {row['clip_rankme']:8.1f} (centred "
+            f"{row['clip_rankme_centered']:8.1f}) frame {row['frame_rankme']:8.1f}  mean linear acc "
+            f"{row['mean_linear_accuracy']:.3f}  {seconds:.0f} s",
+            flush=True,
+        )
+        result["encoders"].append(row)
+        out_path.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("speed").add_argument("--note", default="", help="recorded with the results")
+    run = commands.add_parser("ladder")
+    run.add_argument("--preset", default="small", choices=sorted(audio.datasets.PRESETS))
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--encoders", nargs="*")
+    args = parser.parse_args()
+    if args.command == "speed":
+        result = speed(args)
+        path = ROOT / "bench" / "results" / f"audio-speed-{dt.date.today().isoformat()}.json"
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {path}")
+    else:
+        ladder(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Audio layer: I/O and log-mel features, pretrained-model adapters, generated labelled audio,
+streaming embedding extraction into Gram accumulators, and probes. Pure Python."""
+
+from rankme_fast.audio import datasets
+from rankme_fast.audio.datasets import Benchmark, Task, make_benchmark
+from rankme_fast.audio.encoders import (
+    AudioEncoder,
+    CrepeEncoder,
+    FcpeEncoder,
+    FrameEmbeddings,
+    HuggingFaceEncoder,
+    LogMelEncoder,
+    ModuleEncoder,
+    ResemblyzerEncoder,
+    SileroVadEncoder,
+    SpeechEmbeddingEncoder,
+    available_encoders,
+    load_encoder,
+)
+from rankme_fast.audio.extract import Extraction, extract
+from rankme_fast.audio.features import MelConfig, MelSpectrogram, log_mel, mel_filterbank
+from rankme_fast.audio.io import SAMPLE_RATE, check_wave, fix_length, load_audio, resample, to_mono
+from rankme_fast.audio.probe import ProbeResult, probe
+
+__all__ = [
+    "SAMPLE_RATE",
+    "AudioEncoder",
+    "Benchmark",
+    "CrepeEncoder",
+    "Extraction",
+    "FcpeEncoder",
+    "FrameEmbeddings",
+    "HuggingFaceEncoder",
+    "LogMelEncoder",
+    "MelConfig",
+    "MelSpectrogram",
+    "ModuleEncoder",
+    "ProbeResult",
+    "ResemblyzerEncoder",
+    "SileroVadEncoder",
+    "SpeechEmbeddingEncoder",
+    "Task",
+    "available_encoders",
+    "check_wave",
+    "datasets",
+    "extract",
+    "fix_length",
+    "load_audio",
+    "load_encoder",
+    "log_mel",
+    "make_benchmark",
+    "mel_filterbank",
+    "probe",
+    "resample",
+    "to_mono",
+]

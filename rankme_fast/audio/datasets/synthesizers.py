@@ -1,0 +1,135 @@
+"""Real synthesisers driven as subprocesses: espeak-ng and flite for speech, fluidsynth (with
+the FluidR3_GM and TimGM6mb soundfonts) and timidity (with freepats) for instrument notes.
+`missing()` says which are absent; the benchmark then falls back to procedural audio."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from rankme_fast.audio.io import SAMPLE_RATE, resample, to_mono
+
+SOUNDFONTS = {
+    "FluidR3_GM": Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
+    "TimGM6mb": Path("/usr/share/sounds/sf2/TimGM6mb.sf2"),
+}
+FREEPATS_CONFIG = Path("/etc/timidity/freepats.cfg")
+APT_PACKAGES = "espeak-ng flite fluidsynth fluid-soundfont-gm timgm6mb-soundfont timidity freepats"
+
+
+def missing() -> dict[str, str]:
+    """Name → reason for every synthesiser the real benchmark needs that is not usable here."""
+    reasons = {}
+    for program in ("espeak-ng", "flite", "fluidsynth", "timidity"):
+        if shutil.which(program) is None:
+            reasons[program] = f"{program} not on PATH (apt-get install {APT_PACKAGES})"
+    for name, path in SOUNDFONTS.items():
+        if not path.exists():
+            reasons[name] = f"soundfont {path} missing"
+    if not FREEPATS_CONFIG.exists():
+        reasons["freepats"] = f"{FREEPATS_CONFIG} missing (apt-get install freepats)"
+    return reasons
+
+
+def _read_wav(data: bytes, what: str) -> np.ndarray:
+    import soundfile
+
+    try:
+        wave, sr = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises several types for a truncated stream
+        raise RuntimeError(f"{what}: synthesiser produced no readable audio ({error})") from error
+    return resample(to_mono(wave), sr, SAMPLE_RATE)
+
+
+def _run(command: list[str], what: str) -> bytes:
+    result = subprocess.run(command, capture_output=True, timeout=120, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{what}: {' '.join(command[:3])} … failed: {result.stderr.decode(errors='replace')[-300:]}")
+    return result.stdout
+
+
+def espeak(text: str, voice: str, *, speed: int, pitch: int) -> np.ndarray:
+    """`text` spoken by espeak-ng voice `voice` (e.g. "de+m3"), mono float32 at 16 kHz."""
+    what = f"espeak-ng {voice} {text!r}"
+    return _read_wav(_run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text], what), what)
+
+
+def flite(text: str, voice: str) -> np.ndarray:
+    """`text` spoken by a flite built-in voice (kal, awb, rms, slt, kal16)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "out.wav"
+        _run(["flite", "-voice", voice, "-t", text, "-o", str(path)], f"flite {voice} {text!r}")
+        return _read_wav(path.read_bytes(), f"flite {voice} {text!r}")
+
+
+def note_sequence_midi(
+    path: Path, program: int, notes: list[int], *, spacing: float, duration: float, velocity: int
+) -> None:
+    """A one-track MIDI file playing `notes` one after another, every `spacing` seconds."""
+    import mido
+
+    ticks_per_second = 960  # with the default tempo of 120 bpm and 480 ticks per beat
+    track = mido.MidiTrack([mido.Message("program_change", program=program, time=0)])
+    clock = 0
+    for index, note in enumerate(notes):
+        on, off = round(index * spacing * ticks_per_second), round((index * spacing + duration) * ticks_per_second)
+        track.append(mido.Message("note_on", note=note, velocity=velocity, time=on - clock))
+        track.append(mido.Message("note_off", note=note, velocity=0, time=off - on))
+        clock = off
+    mido.MidiFile(tracks=[track], ticks_per_beat=480).save(str(path))
+
+
+def render_notes(
+    font: str, program: int, notes: list[int], *, spacing: float = 1.5, duration: float = 0.8, velocity: int = 100
+) -> list[np.ndarray]:
+    """Render `notes` with one soundfont ("FluidR3_GM", "TimGM6mb" via fluidsynth, "freepats" via
+    timidity) in one process; returns one `spacing`-second slice per note."""
+    with tempfile.TemporaryDirectory() as folder:
+        midi, wav = Path(folder) / "notes.mid", Path(folder) / "notes.wav"
+        note_sequence_midi(midi, program, notes, spacing=spacing, duration=duration, velocity=velocity)
+        what = f"{font} program {program}"
+        if font == "freepats":
+            _run(
+                [
+                    "timidity",
+                    "-c",
+                    str(FREEPATS_CONFIG),
+                    "-Ow",
+                    "--output-mono",
+                    "-s",
+                    str(SAMPLE_RATE),
+                    "-o",
+                    str(wav),
+                    str(midi),
+                ],
+                what,
+            )
+        else:
+            _run(
+                [
+                    "fluidsynth",
+                    "-ni",
+                    "-R",
+                    "0",
+                    "-C",
+                    "0",
+                    "-g",
+                    "0.5",
+                    "-r",
+                    str(SAMPLE_RATE),
+                    "-F",
+                    str(wav),
+                    str(SOUNDFONTS[font]),
+                    str(midi),
+                ],
+                what,
+            )
+        audio = _read_wav(wav.read_bytes(), what)
+    step = round(spacing * SAMPLE_RATE)
+    audio = np.pad(audio, (0, max(0, step * len(notes) - audio.size)))
+    return [audio[i * step : (i + 1) * step] for i in range(len(notes))]

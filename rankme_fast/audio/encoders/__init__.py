@@ -1,0 +1,28 @@
+"""Audio encoders behind one interface (`AudioEncoder`)."""
+
+from rankme_fast.audio.encoders.base import AudioEncoder, FrameEmbeddings
+from rankme_fast.audio.encoders.crepe import CrepeEncoder
+from rankme_fast.audio.encoders.generic import HuggingFaceEncoder, LogMelEncoder, ModuleEncoder
+from rankme_fast.audio.encoders.pretrained import (
+    FcpeEncoder,
+    ResemblyzerEncoder,
+    SileroVadEncoder,
+    SpeechEmbeddingEncoder,
+)
+from rankme_fast.audio.encoders.registry import ENCODERS, available_encoders, load_encoder
+
+__all__ = [
+    "ENCODERS",
+    "AudioEncoder",
+    "CrepeEncoder",
+    "FcpeEncoder",
+    "FrameEmbeddings",
+    "HuggingFaceEncoder",
+    "LogMelEncoder",
+    "ModuleEncoder",
+    "ResemblyzerEncoder",
+    "SileroVadEncoder",
+    "SpeechEmbeddingEncoder",
+    "available_encoders",
+    "load_encoder",
+]
