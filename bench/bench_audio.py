@@ -77,7 +77,8 @@ def speed(args: argparse.Namespace) -> dict:
             f"{row['seconds_per_audio_minute']:7.2f} s/min"
         )
         rows.append(row)
-    return {"machine": machine(), "command": "python bench/bench_audio.py speed", "audio_seconds": 20, "note": args.note, "encoders": rows}
+    command = "python bench/bench_audio.py speed"
+    return {"machine": machine(), "command": command, "audio_seconds": 20, "note": args.note, "encoders": rows}
 
 
 def ladder(args: argparse.Namespace) -> dict:
