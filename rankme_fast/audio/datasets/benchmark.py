@@ -215,7 +215,7 @@ def make_benchmark(
             temporary.replace(path)
             waves = np.round(waves * 32767.0).astype(np.int16).astype(np.float32) / 32767.0  # as a reload gives
     meta = {
-        name: np.array([clip[name] for clip in plan], dtype=object if name != "seed" else np.int64)
+        name: np.array([clip[name] for clip in plan], dtype=object)
         for name in ("source", "kind", "engine", "voice", "language", "text", "font", "program")
     }
     return Benchmark(waves, meta, _tasks(plan, seed), preset, seed, mode, notes=notes)
