@@ -9,7 +9,8 @@ minute → bench/results/audio-speed-<date>.json.
 `ladder`: every encoder embeds every clip of the benchmark preset; frame embeddings stream
 into raw and centred exact Gram accumulators, clip means are kept; RankMe (raw and centred,
 clip and frame level) and linear/MLP probe accuracy per task →
-bench/results/audio-ladder-<preset>-<date>.json, rewritten after each encoder.
+bench/results/audio-ladder-<preset>-<date>.json, rewritten after each encoder. Resumable: an
+encoder already in that file for the same benchmark is kept, not re-run (`--redo` re-runs it).
 CREPE runs with a 100 ms hop in the ladder (10 frames/s instead of 100) to fit this machine.
 """
 
@@ -28,6 +29,7 @@ import torch
 
 import rankme_fast as rf
 from rankme_fast import audio
+from rankme_fast.audio.encoders.registry import LADDER_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 LADDER = [
@@ -42,7 +44,6 @@ LADDER = [
     "crepe-large",
     "crepe-full",
 ]
-LADDER_OPTIONS = {f"crepe-{c}": {"hop_length": 1600} for c in ("tiny", "small", "medium", "large", "full")}
 
 
 def machine() -> dict:
@@ -99,7 +100,19 @@ def ladder(args: argparse.Namespace) -> dict:
         },
         "encoders": [],
     }
-    for name in args.encoders or LADDER:
+    done = {}
+    if out_path.exists():
+        previous = json.loads(out_path.read_text())
+        if previous["benchmark"] == result["benchmark"]:
+            done = {row["name"]: row for row in previous["encoders"] if "skipped" not in row}
+    requested = args.encoders or LADDER
+    for name in dict.fromkeys([*LADDER, *requested, *done]):  # ladder order, nothing dropped
+        if name in done and (name not in requested or name not in (args.redo or [])):
+            result["encoders"].append(done[name])
+            print(f"{name:18s} already measured in {out_path.name}")
+            continue
+        if name not in requested:
+            continue
         reason = audio.available_encoders().get(name, "unknown encoder")
         if reason is not None:
             result["encoders"].append({"name": name, "skipped": reason})
@@ -149,7 +162,8 @@ def main() -> None:
     run = commands.add_parser("ladder")
     run.add_argument("--preset", default="small", choices=sorted(audio.datasets.PRESETS))
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--encoders", nargs="*")
+    run.add_argument("--encoders", nargs="*", help="default: the whole ladder")
+    run.add_argument("--redo", nargs="*", help="re-run these even if already measured")
     args = parser.parse_args()
     if args.command == "speed":
         result = speed(args)

@@ -121,6 +121,7 @@ TEST_FONT = "TimGM6mb"
 PRESETS = {
     # English digit voices × takes, language voices × numbers per language, programs per family × notes
     "tiny": dict(digit_voices=6, digit_takes=1, language_voices=4, numbers=2, programs=1, notes=3),
+    "mini": dict(digit_voices=16, digit_takes=1, language_voices=10, numbers=4, programs=2, notes=6),
     "small": dict(digit_voices=40, digit_takes=2, language_voices=24, numbers=8, programs=4, notes=12),
     "large": dict(digit_voices=80, digit_takes=3, language_voices=48, numbers=12, programs=4, notes=40),
 }
@@ -186,7 +187,7 @@ def make_benchmark(
     progress: bool = False,
 ) -> Benchmark:
     """Render (or load from the cache) the labelled benchmark `preset` ("tiny" ≈ 230 clips,
-    "small" ≈ 4.2k, "large" ≈ 13k). `synthesizers_`: "auto" (real when all are installed, else
+    "mini" ≈ 920, "small" ≈ 4.2k, "large" ≈ 13k). `synthesizers_`: "auto" (real when all are installed, else
     procedural with a warning), "real" (error if any is missing) or "procedural"."""
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")

@@ -59,6 +59,13 @@ ENCODERS: dict[str, tuple[_Factory, Callable[[], None]]] = {
 }
 
 
+# How the ladders (bench/bench_audio.py, the study) run each encoder: CREPE at a 100 ms hop
+# (10 frames/s instead of 100) so that thousands of clips fit this machine.
+LADDER_OPTIONS: dict[str, dict[str, Any]] = {
+    f"crepe-{c}": {"hop_length": 1600} for c in ("tiny", "small", "medium", "large", "full")
+}
+
+
 def available_encoders() -> dict[str, str | None]:
     """Encoder name → None when usable here, else the reason (what to install). Loads no weights."""
     reasons: dict[str, str | None] = {}
