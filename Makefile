@@ -25,7 +25,7 @@ INSTALL := $(PY) -m pip install --no-build-isolation -e ".[dev,audio]" && \
 	$(PY) -m pip install --no-deps $(AUDIO_NO_DEPS)
 endif
 
-.PHONY: test demo lint bench bench-audio clean
+.PHONY: test demo demo-backends lint bench bench-audio study-full clean
 
 # The Triton kernels run a second time under Triton's CPU interpreter (tiny shapes); the flag
 # must be set before Triton is imported, hence a separate pytest process.
@@ -34,7 +34,13 @@ test: $(VENV)/.installed
 	$(PY) -m pytest
 	TRITON_INTERPRET=1 $(PY) -m pytest -q tests/test_triton.py
 
+# The project's main job: the quick RankMe scaling study (~10 min here), report in study/.
 demo: $(VENV)/.installed
+	$(PY) -m rankme_fast.cli study --preset quick --out study
+	@echo "report: study/report.md (figures: study/*.png)"
+
+# Every backend on built-in embedding sets: RankMe, time and agreement.
+demo-backends: $(VENV)/.installed
 	$(PY) -m rankme_fast.demo
 
 lint: $(VENV)/.installed
@@ -60,6 +66,10 @@ ifneq ($(OFFLINE),1)
 endif
 	$(INSTALL)
 	touch $@
+
+# The full study (~1 hour here); its results are committed under bench/results/study-full/.
+study-full: $(VENV)/.installed
+	$(PY) -m rankme_fast.cli study --preset full --out bench/results/study-full
 
 clean:
 	rm -rf build *.egg-info rankme_fast/_C*.so

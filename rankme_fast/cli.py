@@ -1,4 +1,5 @@
-"""The `rankme-fast` command: `rankme-fast fit TABLE --x COL --y COL [--x2 COL] --form NAME --out DIR`."""
+"""The `rankme-fast` command: `fit TABLE --x COL --y COL [--x2 COL] --form NAME --out DIR` and
+`study --preset quick|full --out DIR`."""
 
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ def _fit(args: argparse.Namespace) -> int:
     return 0 if result.converged else 2
 
 
+def _study(args: argparse.Namespace) -> int:
+    from rankme_fast.study import run_study
+
+    run_study(args.preset, args.out, ladder=not args.no_ladder, bootstrap=args.bootstrap)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rankme-fast", description="RankMe and scaling-law tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +49,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--out", default="report", help="directory for fit.json, fit.md, fit.png")
     fit.set_defaults(run=_fit)
+    study = commands.add_parser("study", help="pre-train an audio encoder family, measure RankMe and probe "
+                                "accuracy, fit the scaling laws, write a report (resumable)")  # fmt: skip
+    study.add_argument("--preset", default="quick", choices=["micro", "quick", "full"],
+                       help="micro: CI-sized; quick: ~10 min here (make demo); full: ~1 hour")  # fmt: skip
+    study.add_argument("--out", default="study", help="directory for report.md, runs.csv, fits.json, plots")
+    study.add_argument("--no-ladder", action="store_true", help="skip the pretrained-model ladder")
+    study.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the CIs")
+    study.set_defaults(run=_study)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -1,0 +1,7 @@
+"""`rankme-fast study`: pre-train a family of audio encoders over an (N, D) grid and one-at-a-time
+sweeps, measure each one's RankMe and probe accuracy, fit the scaling laws and write a report."""
+
+from rankme_fast.study.presets import PRESETS, RunSpec, StudyPreset, get_preset
+from rankme_fast.study.study import StudyResult, run_study
+
+__all__ = ["PRESETS", "RunSpec", "StudyPreset", "StudyResult", "get_preset", "run_study"]

@@ -1,0 +1,70 @@
+"""`run_study`: data, runs, fits and report, resumable."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rankme_fast.study.analysis import analyse
+from rankme_fast.study.presets import StudyPreset, get_preset
+from rankme_fast.study.report import write_report
+from rankme_fast.study.runner import StudyData, run_all
+
+
+@dataclass
+class StudyResult:
+    """Every run's record, the fits and where the outputs were written."""
+
+    records: list[dict[str, Any]]
+    fits: dict[str, Any]
+    paths: dict[str, Path]
+
+
+def run_study(
+    preset: str | StudyPreset = "quick",
+    out: str | Path = "study",
+    *,
+    ladder: bool = True,
+    bootstrap: int = 200,
+    verbose: bool = True,
+) -> StudyResult:
+    """Run the preset's study into `out` (runs already finished there are read back, not
+    redone), fit the laws and write report.md, runs.csv, fits.json and the plots."""
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def say(line: str) -> None:
+        if verbose:
+            print(line, flush=True)
+
+    started = time.perf_counter()
+    say(
+        f"rankme-fast study: preset {preset.name!r}, {len(preset.runs())} pre-training runs, "
+        f"{len(preset.ladder) if ladder else 0} pretrained encoders → {out}"
+    )
+    data = StudyData.prepare(preset, progress=verbose)
+    say(
+        f"audio: {len(data.benchmark)} labelled clips ({data.benchmark.synthesizers} synthesizers), "
+        f"{data.pool.seconds:.0f} s of pre-training audio"
+    )
+    records = run_all(preset, data, out, ladder=ladder, say=say)
+    tasks = list(data.benchmark.tasks)
+    fits = analyse(records, preset, tasks, bootstrap=bootstrap)
+    meta = {
+        "runs": sum(r["family"] == "trained" for r in records),
+        "pretrained": sum(r["family"] == "pretrained" for r in records),
+        "minutes": (time.perf_counter() - started) / 60,
+        "machine": f"{platform.machine()} × {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "eval_clips": len(data.benchmark),
+        "synthesizers": data.benchmark.synthesizers,
+        "pool_seconds": data.pool.seconds,
+    }
+    paths = write_report(records, fits, preset, tasks, out, meta)
+    say(f"report: {paths['report.md']}")
+    return StudyResult(records, fits, paths)
