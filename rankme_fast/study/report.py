@@ -55,11 +55,15 @@ def write_runs_csv(records: list[dict], tasks: list[str], path: Path) -> None:
             writer.writerow({c: record.get(c, "") for c in columns})
 
 
-def _figure(width: float, height: float, panels: int = 1):
+def _figure(width: float, height: float, panels: int = 1, rows: int = 1):
     from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
 
     figure = Figure(figsize=(width, height))
-    return figure, figure.subplots(1, panels, squeeze=False)[0]
+    columns = -(-panels // rows)
+    axes = figure.subplots(rows, columns, squeeze=False).reshape(-1)
+    for extra in axes[panels:]:
+        extra.set_visible(False)
+    return figure, axes[:panels]
 
 
 def plot_loss(records: list[dict], fits: dict, preset: StudyPreset, path: Path) -> None:
@@ -130,8 +134,12 @@ def plot_quality(records: list[dict], fits: dict, preset: StudyPreset, path: Pat
 
 def plot_sweeps(fits: dict, path: Path) -> None:
     """Clip RankMe against each swept variable."""
+    from matplotlib.ticker import NullFormatter
+
     sweeps = fits["sweeps"]
-    figure, axes = _figure(3.0 * len(sweeps), 3.0, len(sweeps))
+    rows = 1 if len(sweeps) <= 4 else 2
+    columns = -(-len(sweeps) // rows)
+    figure, axes = _figure(3.0 * columns, 2.8 * rows, len(sweeps), rows)
     for ax, (variable, entry) in zip(axes, sweeps.items(), strict=True):
         values = entry["values"]
         numeric = all(isinstance(v, (int, float)) for v in values)
@@ -139,12 +147,13 @@ def plot_sweeps(fits: dict, path: Path) -> None:
         ax.plot(positions, entry["clip_rankme"], "o-", color="C0")
         if numeric and values and min(values) > 0:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
         else:
             ax.set_xticks(positions, [str(v) for v in values])
         title = variable + (f"  ρ={entry['spearman_rankme']:.2f}" if "spearman_rankme" in entry else "")
         ax.set(xlabel=entry["column"], title=title)
         ax.title.set_fontsize(9)
-    axes[0].set_ylabel("RankMe (clip)")
+        ax.set_ylabel("RankMe (clip)", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
@@ -213,8 +222,10 @@ def write_report(
     md = [
         f"# RankMe scaling study — preset `{preset.name}`",
         "",
-        f"{meta['runs']} pre-training runs and {meta['pretrained']} pretrained encoders, {meta['minutes']:.1f} "
-        f"minutes on {meta['machine']}. Evaluation: the `{preset.eval_preset}` labelled benchmark "
+        f"{meta['runs']} pre-training runs and {meta['pretrained']} pretrained encoders: "
+        f"{meta['run_minutes']:.1f} minutes of pre-training and evaluation on {meta['machine']} (this "
+        f"invocation, which reads finished runs back: {meta['minutes']:.1f} minutes). "
+        f"Evaluation: the `{preset.eval_preset}` labelled benchmark "
         f"({meta['eval_clips']} clips, {meta['synthesizers']} synthesizers); pre-training audio: "
         f"`{preset.pool_preset}` rendered with seeds {list(preset.pool_seeds)} ({meta['pool_seconds']:.0f} s), "
         f"labels unused. Base model: {preset.base.to_dict()}; training: {preset.training.steps} steps of "

@@ -60,6 +60,7 @@ def run_study(
         "runs": sum(r["family"] == "trained" for r in records),
         "pretrained": sum(r["family"] == "pretrained" for r in records),
         "minutes": (time.perf_counter() - started) / 60,
+        "run_minutes": sum(r.get("pretrain_seconds", 0.0) + r["eval_seconds"] for r in records) / 60,
         "machine": f"{platform.machine()} × {torch.get_num_threads()} threads, torch {torch.__version__}",
         "eval_clips": len(data.benchmark),
         "synthesizers": data.benchmark.synthesizers,
