@@ -29,21 +29,9 @@ import torch
 
 import rankme_fast as rf
 from rankme_fast import audio
-from rankme_fast.audio.encoders.registry import LADDER_OPTIONS
+from rankme_fast.audio.encoders.registry import LADDER, LADDER_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
-LADDER = [
-    "log-mel",
-    "speech-embedding",
-    "silero-vad",
-    "resemblyzer",
-    "fcpe",
-    "crepe-tiny",
-    "crepe-small",
-    "crepe-medium",
-    "crepe-large",
-    "crepe-full",
-]
 
 
 def machine() -> dict:

@@ -101,3 +101,15 @@ def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     RANKME_FAST_TEST_SEED=<int> draws other data (to explore, not in CI)."""
     extra = int(os.environ.get("RANKME_FAST_TEST_SEED", "0"))
     return np.random.default_rng([zlib.crc32(request.node.nodeid.encode()), extra])
+
+
+@pytest.fixture(scope="module")
+def bench_cache(tmp_path_factory):
+    """Rendered benchmarks go to a fresh cache per test module (never the user's)."""
+    previous = os.environ.get("RANKME_FAST_CACHE")
+    os.environ["RANKME_FAST_CACHE"] = str(tmp_path_factory.mktemp("audio-cache"))
+    yield
+    if previous is None:
+        del os.environ["RANKME_FAST_CACHE"]
+    else:
+        os.environ["RANKME_FAST_CACHE"] = previous

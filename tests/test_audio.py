@@ -24,17 +24,6 @@ def tone(freq: float, seconds: float = 0.5, noise: float = 0.01, seed: int = 0) 
 
 
 @pytest.fixture(scope="module")
-def bench_cache(tmp_path_factory):
-    previous = os.environ.get("RANKME_FAST_CACHE")
-    os.environ["RANKME_FAST_CACHE"] = str(tmp_path_factory.mktemp("audio-cache"))
-    yield
-    if previous is None:
-        del os.environ["RANKME_FAST_CACHE"]
-    else:
-        os.environ["RANKME_FAST_CACHE"] = previous
-
-
-@pytest.fixture(scope="module")
 def tiny(bench_cache):
     return audio.make_benchmark("tiny", seed=0)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 
 import numpy as np
 import pytest
@@ -15,17 +14,6 @@ from rankme_fast import audio, cli
 from rankme_fast.audio import pretrain as pretraining
 from rankme_fast.audio.models import ARCHS, AudioModel, EncoderConfig, ModelEncoder
 from rankme_fast.audio.pretrain import FrameCorpus, PretrainConfig, pretrain
-
-
-@pytest.fixture(scope="module")
-def bench_cache(tmp_path_factory):
-    previous = os.environ.get("RANKME_FAST_CACHE")
-    os.environ["RANKME_FAST_CACHE"] = str(tmp_path_factory.mktemp("audio-cache"))
-    yield
-    if previous is None:
-        del os.environ["RANKME_FAST_CACHE"]
-    else:
-        os.environ["RANKME_FAST_CACHE"] = previous
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from rankme_fast.audio.encoders.registry import LADDER
 from rankme_fast.audio.models import EncoderConfig
 from rankme_fast.audio.pretrain import PretrainConfig
 
@@ -135,16 +136,7 @@ PRESETS = {
             "arch": ("conv", "lstm"),
             "objective": ("mae",),
         },
-        ladder=(
-            "log-mel",
-            "speech-embedding",
-            "silero-vad",
-            "resemblyzer",
-            "fcpe",
-            "crepe-tiny",
-            "crepe-small",
-            "crepe-medium",
-        ),
+        ladder=tuple(name for name in LADDER if name not in ("crepe-large", "crepe-full")),
     ),
 }
 

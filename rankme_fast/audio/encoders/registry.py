@@ -59,7 +59,10 @@ ENCODERS: dict[str, tuple[_Factory, Callable[[], None]]] = {
 }
 
 
-# How the ladders (bench/bench_audio.py, the study) run each encoder: CREPE at a 100 ms hop
+# The pretrained ladder scored by bench/bench_audio.py and the study, cheapest first.
+LADDER = ("log-mel", "speech-embedding", "silero-vad", "resemblyzer", "fcpe",
+          *(f"crepe-{c}" for c in ("tiny", "small", "medium", "large", "full")))  # fmt: skip
+# How the ladders run each encoder: CREPE at a 100 ms hop
 # (10 frames/s instead of 100) so that thousands of clips fit this machine.
 LADDER_OPTIONS: dict[str, dict[str, Any]] = {
     f"crepe-{c}": {"hop_length": 1600} for c in ("tiny", "small", "medium", "large", "full")
