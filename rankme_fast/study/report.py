@@ -35,15 +35,6 @@ COLUMNS = [
     "frame_rankme_centered",
     "clip_rankme_capped",
 ]
-MARKERS = {
-    "N (width)": "o",
-    "D (seconds)": "s",
-    "emb_dim": "^",
-    "depth": "v",
-    "frames": "D",
-    "arch": "P",
-    "objective": "X",
-}
 
 
 def write_runs_csv(records: list[dict], tasks: list[str], path: Path) -> None:
