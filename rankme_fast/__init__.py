@@ -1,6 +1,6 @@
 """rankme_fast: exact, streaming effective rank (RankMe) of embedding sets of any size."""
 
-from rankme_fast import conventions, metrics
+from rankme_fast import conventions, integrations, metrics
 from rankme_fast._native import native as _C
 from rankme_fast.accumulate import GramAccumulator
 from rankme_fast.api import rankme, rankme_many, spectrum
@@ -16,6 +16,7 @@ __all__ = [
     "__version__",
     "available_backends",
     "conventions",
+    "integrations",
     "metrics",
     "rankme",
     "rankme_many",

@@ -9,6 +9,7 @@ update, so the result stays exact when |mean| >> std.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,19 @@ _RANKME_METHODS = ("auto", "exact", "slq")
 # eigvalsh took 114-127 s at D=16384 on 2 CPU cores (bench/results/slq-2026-11-22.json), so
 # ~15 minutes at 32768 by its D³ cost.
 SLQ_THRESHOLD = 32768
+
+
+@dataclass(frozen=True)
+class GramState:
+    """The float64 state of an accumulator, shared not copied: the Gram (or centred scatter)
+    with its lower triangle authoritative, the column mean when centred, and the row count."""
+
+    gram: torch.Tensor | None
+    mean: torch.Tensor | None
+    count: int
+    dim: int | None
+    centered: bool
+    precision: str
 
 
 class GramAccumulator:
@@ -145,6 +159,45 @@ class GramAccumulator:
             self._count += other._count
         return self
 
+    def all_reduce(self, group: Any = None) -> GramAccumulator:
+        """Combine this state with the same accumulator on every rank of a torch.distributed
+        `group` (a collective: every rank calls it). Afterwards every rank holds the state of
+        all rows seen on all ranks: Grams summed with one all_reduce (never gathered), centred
+        states merged by the Chan formula. A rank that saw no rows takes part with zeros.
+        On disagreement (D, centring, precision) every rank raises ValueError, state unchanged."""
+        from rankme_fast.integrations.distributed import all_reduce_state
+
+        self._adopt(all_reduce_state(self.shared_state(), device=self._device, group=group))
+        return self
+
+    def shared_state(self) -> GramState:
+        """The state tensors themselves (not copies), for code that keeps the state elsewhere,
+        such as the torchmetrics metric; `from_shared_state` is the inverse."""
+        return GramState(self._gram, self._mean, self._count, self._dim, self.centered, self.precision)
+
+    @classmethod
+    def from_shared_state(
+        cls,
+        state: GramState,
+        *,
+        backend: str = "auto",
+        device: str | torch.device | None = None,
+        nonfinite: str = "raise",
+    ) -> GramAccumulator:
+        """An accumulator that updates `state`'s tensors in place (no copy, no validation:
+        for states this package made; `from_state_dict` checks what it loads). `device` is
+        where a state is created when `state` has none yet."""
+        acc = cls(
+            state.dim,
+            centered=state.centered,
+            precision=state.precision,
+            backend=backend,
+            device=device,
+            nonfinite=nonfinite,
+        )
+        acc._adopt(state)
+        return acc
+
     def reset(self) -> None:
         """Forget everything accumulated; keeps dim, device and options."""
         if self._gram is not None:
@@ -231,6 +284,11 @@ class GramAccumulator:
             )
         keep = torch.isfinite(matrix.torch()).all(dim=1)
         return None if bad == matrix.rows else matrix.select_rows(keep)
+
+    def _adopt(self, state: GramState) -> None:
+        if state.gram is not None:
+            self._gram, self._mean, self._count = state.gram, state.mean, state.count
+            self._dim, self._device = state.dim, state.gram.device
 
     def _ensure_state(self, dim: int, device: torch.device) -> None:
         if self._gram is None:

@@ -1,0 +1,191 @@
+"""What RankMe costs inside a training loop (one process, interleaved rounds, medians).
+
+Per step: RankMeMetric.update on a batch of 256 x 2048 embeddings (exact and fast), against a
+forward + backward + AdamW step of a small reference model that makes those embeddings (an
+SSL-style MLP projector 1024 -> 2048 -> 2048 -> 2048 with BatchNorm), and against what the
+queue approach does per step (copy the batch into an N x D buffer).
+
+Per evaluation, with the same N = 25 600 samples: RankMeMetric.compute (one float64
+eigensolve of the D x D state) against the queue approach's SVD of the N x D buffer
+(torch.linalg.svdvals in fp32, what most code does, and in fp64).
+
+Writes bench/results/training-<device>-<date>.json and prints a markdown table.
+
+    python bench/bench_training.py [--device cpu|cuda] [--steps 100] [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see bench_cpu.py
+
+import torch
+from bench_cpu import cpu_model
+from torch import nn
+
+import rankme_fast as rf
+from rankme_fast.integrations import RankMeMetric
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BATCH, DIM, INPUT = 256, 2048, 1024
+
+
+def reference_model() -> nn.Module:
+    layers: list[nn.Module] = []
+    for width_in in (INPUT, DIM):
+        layers += [nn.Linear(width_in, DIM), nn.BatchNorm1d(DIM), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(DIM, DIM))
+
+
+def timed(cases: dict[str, Callable[[], object]], rounds: int, sync: Callable[[], None]) -> dict[str, list[float]]:
+    """Each round runs every case once, rotating the order; returns seconds per run."""
+    names, times = list(cases), {name: [] for name in cases}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            sync()
+            start = time.perf_counter()
+            cases[name]()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--steps", type=int, default=100, help="steps per epoch: N = steps x 256 samples")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--svd-rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    generator = torch.Generator(device=device).manual_seed(0)
+    torch.manual_seed(0)
+
+    model = reference_model().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    inputs = torch.randn(BATCH, INPUT, device=device, generator=generator)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        embeddings = model(inputs)
+        embeddings.square().mean().backward()
+        optimizer.step()
+
+    # The epoch's embeddings, made by the model, so the spectrum is a model's and not noise.
+    n = args.steps * BATCH
+    with torch.no_grad():
+        model.eval()
+        queue = torch.cat(
+            [model(torch.randn(BATCH, INPUT, device=device, generator=generator)) for _ in range(args.steps)]
+        )
+        model.train()
+    batch = queue[:BATCH].clone()
+    metrics = {p: RankMeMetric(DIM, precision=p, compute_with_cache=False).to(device) for p in ("exact", "fast")}
+    for precision, metric in metrics.items():
+        for chunk in queue.split(BATCH):
+            metric.update(chunk)
+        assert int(metric.count) == n, precision
+    buffer = torch.empty_like(queue)
+    scratch = {p: RankMeMetric(DIM, precision=p).to(device) for p in ("exact", "fast")}
+
+    per_step = {
+        "model step: fwd + bwd + AdamW (batch 256)": train_step,
+        "RankMeMetric.update exact": lambda: scratch["exact"].update(batch),
+        "RankMeMetric.update fast": lambda: scratch["fast"].update(batch),
+        "queue: copy batch into buffer": lambda: buffer[:BATCH].copy_(batch),
+    }
+    per_eval = {
+        "RankMeMetric.compute exact (eigvalsh D x D fp64)": lambda: metrics["exact"].compute(),
+        "queue: torch.linalg.svdvals fp32 + RankMe": lambda: rf.metrics.rankme(
+            torch.linalg.svdvals(queue).double().cpu().numpy()
+        ),
+        "queue: torch.linalg.svdvals fp64 + RankMe": lambda: rf.metrics.rankme(
+            torch.linalg.svdvals(queue.double()).cpu().numpy()
+        ),
+    }
+    for cases in (per_step, per_eval):
+        for run in cases.values():
+            run()
+    step_times = timed(per_step, args.rounds, sync)
+    eval_times = timed(per_eval, args.svd_rounds, sync)
+    med = {k: statistics.median(v) for k, v in {**step_times, **eval_times}.items()}
+
+    reference = rf.metrics.rankme(torch.linalg.svdvals(queue.double()).cpu().numpy())
+    values = {
+        "RankMeMetric exact": float(metrics["exact"].compute()),
+        "RankMeMetric fast": float(metrics["fast"].compute()),
+        "queue svdvals fp32": rf.metrics.rankme(torch.linalg.svdvals(queue).double().cpu().numpy()),
+    }
+    step = med["model step: fwd + bwd + AdamW (batch 256)"]
+    compute = med["RankMeMetric.compute exact (eigvalsh D x D fp64)"]
+    svd32 = med["queue: torch.linalg.svdvals fp32 + RankMe"]
+    ratios = {
+        "update exact / model step": med["RankMeMetric.update exact"] / step,
+        "update fast / model step": med["RankMeMetric.update fast"] / step,
+        "queue copy / model step": med["queue: copy batch into buffer"] / step,
+        "queue svdvals fp32 / compute (x faster)": svd32 / compute,
+        "queue svdvals fp64 / compute (x faster)": med["queue: torch.linalg.svdvals fp64 + RankMe"] / compute,
+        "epoch total, queue fp32 / metric exact": (args.steps * med["queue: copy batch into buffer"] + svd32)
+        / (args.steps * med["RankMeMetric.update exact"] + compute),
+        "epoch total, queue fp32 / metric fast": (args.steps * med["queue: copy batch into buffer"] + svd32)
+        / (args.steps * med["RankMeMetric.update fast"] + compute),
+    }
+    params = sum(p.numel() for p in model.parameters())
+    floor = {
+        "model_step_flops_approx": 6 * BATCH * params,
+        "update_flops": BATCH * DIM * (DIM + 1),
+        "eigensolve_flops_approx": int(4 / 3 * DIM**3),
+        "svd_flops_approx": int(4 * n * DIM**2 - 4 / 3 * DIM**3),
+        "state_bytes_fp64": DIM * DIM * 8,
+        "queue_bytes_fp32": n * DIM * 4,
+    }
+    result = {
+        "benchmark": "bench/bench_training.py",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+            "logical_cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "rankme_fast": rf.__version__},
+        "shape": {"batch": BATCH, "dim": DIM, "steps": args.steps, "samples": n, "embedding_dtype": "float32"},
+        "reference_model": {"layers": str(model), "parameters": params},
+        "rounds": {"per_step": args.rounds, "per_eval": args.svd_rounds},
+        "floor": floor,
+        "per_step": {k: {"median_s": statistics.median(v), "runs_s": v} for k, v in step_times.items()},
+        "per_eval": {k: {"median_s": statistics.median(v), "runs_s": v} for k, v in eval_times.items()},
+        "ratios_of_medians": ratios,
+        "rankme": values | {"reference_float64_svd": reference},
+        "rel_error_vs_float64_svd": {k: abs(v - reference) / reference for k, v in values.items()},
+    }
+    out = args.out or RESULTS / f"training-{device.type}-{dt.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+    print(f"batch {BATCH}, D={DIM}, N={n} on {result['machine']['device']}; medians of interleaved runs\n")
+    print("| case | median s |\n|---|---:|")
+    for name, seconds in med.items():
+        print(f"| {name} | {seconds:.4f} |")
+    print("\n| ratio | value |\n|---|---:|")
+    for name, ratio in ratios.items():
+        print(f"| {name} | {ratio:.3f} |")
+    print("\n| RankMe | value | rel err vs fp64 SVD |\n|---|---:|---:|")
+    for name, value in values.items():
+        print(f"| {name} | {value:.6f} | {abs(value - reference) / reference:.1e} |")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

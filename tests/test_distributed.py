@@ -1,0 +1,175 @@
+"""Two processes with the gloo backend (spawned, bounded time), each feeding a different
+shard: the synced result equals the single-process one on all the data, including when a
+rank feeds no rows, and ranks that disagree fail alike with the state kept."""
+
+from __future__ import annotations
+
+import datetime
+import multiprocessing
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from conftest import make_embeddings
+
+import rankme_fast as rf
+
+pytest.importorskip("torchmetrics")
+if not dist.is_available():
+    pytest.skip("torch.distributed is not available", allow_module_level=True)
+
+WORLD = 2
+TIMEOUT_S = 180
+N, D, SPLIT = 600, 48, 380  # rank 0 holds rows [0, SPLIT), rank 1 the rest
+CAP = 301  # max_samples over both ranks: 151 from rank 0, 150 from rank 1
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor]:
+    """Power-law rows, and rows with |mean| ~ 1e4 x their spread (for the Chan merge)."""
+    plain = torch.from_numpy(make_embeddings("power_law", N, D, seed=21))
+    rng = np.random.default_rng(22)
+    shifted = torch.from_numpy(1e4 * rng.standard_normal(D) + rng.standard_normal((N, D)) * np.linspace(1, 0.01, D))
+    return plain, shifted
+
+
+def _shard(z: torch.Tensor, rank: int) -> torch.Tensor:
+    return z[:SPLIT] if rank == 0 else z[SPLIT:]
+
+
+def _scenarios(rank: int) -> dict[str, object]:
+    """Runs on every rank; returns what the parent checks."""
+    from rankme_fast.integrations import RankMeMetric, RankMeRecorder
+
+    plain, shifted = _data()
+    out: dict[str, object] = {}
+    for centered, z in ((False, plain), (True, shifted)):
+        acc = rf.GramAccumulator(centered=centered).update(_shard(z, rank))
+        out[f"accumulator_centered={centered}"] = acc.all_reduce().rankme()
+
+        metric = RankMeMetric(centered=centered)
+        for batch in _shard(z, rank).split(64):
+            metric.update(batch.float())
+        out[f"metric_centered={centered}"] = float(metric.compute())
+        out[f"metric_local_count_after_sync_centered={centered}"] = int(metric.count)
+
+    # rank 1 feeds no rows: first by never calling update, then with an empty batch
+    idle = RankMeMetric()
+    if rank == 0:
+        idle.update(plain[:SPLIT])
+    out["idle_rank_never_updates"] = float(idle.compute())
+    idle_empty = RankMeMetric(centered=True)
+    idle_empty.update(shifted[:SPLIT] if rank == 0 else shifted[:0])
+    out["idle_rank_empty_batch"] = float(idle_empty.compute())
+
+    capped = RankMeMetric(max_samples=CAP)
+    for batch in _shard(plain, rank).split(50):
+        capped.update(batch)
+    out["capped_local_count"] = int(capped.count)
+    out["capped"] = float(capped.compute())
+
+    layer = torch.nn.Identity()
+    with RankMeRecorder(layer) as recorder:
+        for batch in _shard(plain, rank).split(100):
+            layer(batch)
+    out["recorder"] = recorder.rankme()
+    out["recorder_local_count"] = recorder.count
+
+    # ranks disagree on D: both raise, both keep their state
+    mismatched = rf.GramAccumulator().update(torch.randn(10, 8 + rank, dtype=torch.float64))
+    before = mismatched.gram().clone()
+    try:
+        mismatched.all_reduce()
+        out["mismatch"] = "no error"
+    except ValueError as error:
+        out["mismatch"] = str(error)
+    out["mismatch_state_kept"] = bool(torch.equal(mismatched.gram(), before)) and mismatched.count == 10
+    return out
+
+
+def _worker(rank: int, init_file: str, result_dir: str) -> None:
+    try:
+        dist.init_process_group(
+            "gloo",
+            init_method=f"file://{init_file}",
+            rank=rank,
+            world_size=WORLD,
+            timeout=datetime.timedelta(seconds=TIMEOUT_S // 2),
+        )
+        torch.set_num_threads(1)
+        result = _scenarios(rank)
+        dist.destroy_process_group()
+    except BaseException:
+        result = {"error": traceback.format_exc()}
+    torch.save(result, Path(result_dir) / f"rank{rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict[str, object]]:
+    directory = tmp_path_factory.mktemp("gloo")
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_worker, args=(rank, str(directory / "store"), str(directory))) for rank in range(WORLD)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(TIMEOUT_S)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    assert all(p.exitcode == 0 for p in processes), f"exit codes {[p.exitcode for p in processes]}"
+    results = [torch.load(directory / f"rank{rank}.pt") for rank in range(WORLD)]
+    for rank, result in enumerate(results):
+        assert "error" not in result, f"rank {rank} failed:\n{result['error']}"
+    return results
+
+
+def _close(value: object, expected: float, tol: float = 1e-9) -> bool:
+    return abs(float(value) - expected) <= tol * abs(expected)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_all_reduce_equals_one_process(ranks, centered):
+    plain, shifted = _data()
+    expected = rf.rankme(shifted if centered else plain, centered=centered)
+    for result in ranks:
+        assert _close(result[f"accumulator_centered={centered}"], expected)
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_metric_sync_equals_one_process_and_keeps_the_local_state(ranks, centered):
+    plain, shifted = _data()
+    expected = rf.rankme((shifted if centered else plain).float(), centered=centered)
+    for rank, result in enumerate(ranks):
+        assert _close(result[f"metric_centered={centered}"], expected)
+        assert result[f"metric_local_count_after_sync_centered={centered}"] == len(_shard(plain, rank))
+
+
+def test_a_rank_with_no_rows(ranks):
+    plain, shifted = _data()
+    for result in ranks:
+        assert _close(result["idle_rank_never_updates"], rf.rankme(plain[:SPLIT]))
+        assert _close(result["idle_rank_empty_batch"], rf.rankme(shifted[:SPLIT], centered=True))
+
+
+def test_max_samples_counts_over_all_ranks(ranks):
+    plain, _ = _data()
+    assert [result["capped_local_count"] for result in ranks] == [151, 150]
+    expected = rf.rankme(torch.cat([plain[:151], plain[SPLIT : SPLIT + 150]]))
+    assert all(_close(result["capped"], expected) for result in ranks)
+
+
+def test_recorder_syncs_without_changing_the_local_state(ranks):
+    plain, _ = _data()
+    for rank, result in enumerate(ranks):
+        assert _close(result["recorder"], rf.rankme(plain))
+        assert result["recorder_local_count"] == len(_shard(plain, rank))
+
+
+def test_ranks_that_disagree_on_d_all_raise_and_keep_their_state(ranks):
+    for result in ranks:
+        assert "rank 0: D=8, rank 1: D=9" in str(result["mismatch"])
+        assert result["mismatch_state_kept"]
