@@ -21,7 +21,7 @@ VENV_FLAGS := --system-site-packages
 INSTALL := $(PY) -m pip install --no-index --no-build-isolation --no-deps -e .
 else
 VENV_FLAGS :=
-INSTALL := $(PY) -m pip install --no-build-isolation -e ".[dev,audio,train]" && \
+INSTALL := $(PY) -m pip install --no-build-isolation -e ".[dev,audio,train,io]" && \
 	$(PY) -m pip install --no-deps $(AUDIO_NO_DEPS)
 endif
 

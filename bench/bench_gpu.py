@@ -8,7 +8,10 @@ triton.testing.do_bench, medians, L2 flushed between runs) in sections:
   (Zd = Z.double(); Zd.T @ Zd, cast included) and vs fp32 torch.mm(Z.T, Z), N=262144,
   D in {1024, 2048, 4096, 8192}, each kernel variant, and the float64 eigensolve at each D
   (where the time of an exact RankMe goes);
-* e2e: rf.rankme (fast, exact) vs torch.linalg.svdvals(Z.float()), N=25600, D in {1024, 2048, 4096}.
+* e2e: rf.rankme (fast, exact) vs torch.linalg.svdvals(Z.float()), N=25600, D in {1024, 2048, 4096};
+* training: bench/bench_training.py --device cuda (RankMeMetric per-step update vs a model
+  step, compute vs queue + SVD), into its own results/training-cuda-<date>.json; needs
+  torchmetrics in the device's Python, else the section records why it was skipped.
 
 Each section merges its numbers into bench/results/gpu-<date>-<device>.json, so sections can
 run in separate calls (the device allows 10 minutes per command), and prints a markdown table.
@@ -35,7 +38,7 @@ VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 RESULTS = ROOT / "bench" / "results"
 
 
-SECTIONS = ("triton", "cuda", "e2e")
+SECTIONS = ("triton", "cuda", "e2e", "training")
 GPU_TESTS = ["tests/test_triton.py", "tests/test_gpu.py", "tests/test_agreement.py", "tests/test_cuda_kernel.py"]
 
 
@@ -92,12 +95,26 @@ def run_timings(args: argparse.Namespace, tests: dict[str, object] | None) -> No
     if tests is not None:
         result["tests"] = tests
     for name in args.sections:
-        section = {"triton": triton_section, "cuda": cuda_section, "e2e": end_to_end_section}[name](args.quick)
+        run = {"triton": triton_section, "cuda": cuda_section, "e2e": end_to_end_section, "training": training_section}
+        section = run[name](args.quick)
         section["command"] = f"python3 bench/bench_gpu.py --sections {name}" + (" --quick" if args.quick else "")
         result[name] = section
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))  # after each section: a later one may run out of time
     print(f"\nwrote {out}")
+
+
+def training_section(quick: bool) -> dict[str, object]:
+    """bench_training.py on the GPU, in a child process (it writes its own JSON)."""
+    command = [sys.executable, str(ROOT / "bench" / "bench_training.py"), "--device", "cuda"]
+    if quick:
+        command += ["--steps", "20", "--rounds", "3", "--svd-rounds", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    print(done.stdout)
+    if done.returncode != 0:
+        return {"skipped": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+    written = re.search(r"wrote (\S+)", done.stdout)
+    return {"results": written.group(1) if written else None}
 
 
 def print_table(rows: list[dict[str, object]], columns: list[tuple[str, str, str]]) -> None:

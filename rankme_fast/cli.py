@@ -1,5 +1,5 @@
-"""The `rankme-fast` command: `fit TABLE --x COL --y COL [--x2 COL] --form NAME --out DIR` and
-`study --preset quick|full --out DIR`."""
+"""The `rankme-fast` command: `fit TABLE --x COL --y COL [--x2 COL] --form NAME --out DIR`,
+`study --preset quick|full --out DIR` and `score PATH...` (rankme_fast.scoring.command)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     study.add_argument("--no-ladder", action="store_true", help="skip the pretrained-model ladder")
     study.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the CIs")
     study.set_defaults(run=_study)
+    from rankme_fast.scoring.command import add_parser as add_score_parser
+
+    add_score_parser(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

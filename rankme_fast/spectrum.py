@@ -10,6 +10,10 @@ import torch
 from rankme_fast import metrics
 from rankme_fast.conventions import get_convention
 
+# Metrics a Spectrum computes by name (`Spectrum.metric`): what the CLI and the training-loop
+# metric offer. nesum needs a centred spectrum.
+METRIC_NAMES = ("rankme", "effective_rank", "participation_ratio", "stable_rank", "numerical_rank", "nesum")
+
 
 @dataclass(frozen=True)
 class Spectrum:
@@ -40,6 +44,12 @@ class Spectrum:
             want = "a centred" if chosen.centered else "an uncentred"
             raise ValueError(f"convention {convention!r} needs {want} spectrum (centered={chosen.centered})")
         return chosen.rankme(self.singular_values)
+
+    def metric(self, name: str, eps: float = 1e-7) -> float:
+        """One of METRIC_NAMES by name (eps applies to rankme only)."""
+        if name not in METRIC_NAMES:
+            raise ValueError(f"unknown metric {name!r}; choose among {', '.join(METRIC_NAMES)}")
+        return self.rankme(eps) if name == "rankme" else float(getattr(self, name)())
 
     def effective_rank(self) -> float:
         """Roy–Vetterli effective rank (RankMe without ε)."""

@@ -18,10 +18,8 @@ from torchmetrics import Metric
 from rankme_fast._inputs import SUPPORTED_DTYPES, as_matrix
 from rankme_fast.accumulate import GramAccumulator, GramState
 from rankme_fast.integrations.capping import check_max_samples, room_left
-from rankme_fast.spectrum import Spectrum
+from rankme_fast.spectrum import METRIC_NAMES
 
-# Names `compute` can return when `metrics` is given, each a method of rankme_fast.Spectrum.
-METRIC_NAMES = ("rankme", "effective_rank", "participation_ratio", "stable_rank", "numerical_rank", "nesum")
 _STATES = ("gram", "count", "mean")
 
 
@@ -113,7 +111,7 @@ class RankMeMetric(Metric):
             return torch.tensor(accumulator.rankme(self.eps), dtype=torch.float64)
         spectrum = accumulator.spectrum()
         return {
-            name: torch.tensor(_metric(spectrum, name, self.eps), dtype=torch.float64) for name in self.metric_names
+            name: torch.tensor(spectrum.metric(name, self.eps), dtype=torch.float64) for name in self.metric_names
         }
 
     def forward(self, embeddings: torch.Tensor | np.ndarray) -> None:  # type: ignore[override]
@@ -241,9 +239,3 @@ class RankMeMetric(Metric):
         if self.gram.numel() and shape[-1] != self.gram.shape[0]:
             raise ValueError(f"embeddings have D={shape[-1]} but this metric has D={self.gram.shape[0]}")
         return True
-
-
-def _metric(spectrum: Spectrum, name: str, eps: float) -> float:
-    if name == "rankme":
-        return spectrum.rankme(eps)
-    return float(getattr(spectrum, name)())

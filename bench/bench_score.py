@@ -1,0 +1,166 @@
+"""Throughput of `rankme-fast score` on a corpus larger than a few GB, against its two
+ceilings measured on the same machine and files: raw sequential read of the files, and the
+Gram kernel alone on rows already in memory. The job overlaps the two (a reader thread), so
+it should reach the slower one.
+
+Each read-side case starts from a cold page cache (/proc/sys/vm/drop_caches, as root) when
+the machine allows it; the JSON says whether it did.
+
+    python bench/bench_score.py [--gib 4] [--dim 768] [--dir /tmp/rankme-fast-corpus] [--keep]
+
+Writes bench/results/score-<date>.json and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see bench_cpu.py
+
+import numpy as np
+import torch
+from bench_cpu import cpu_model
+
+import rankme_fast as rf
+from rankme_fast.scoring import ScoreOptions, score_files
+from rankme_fast.scoring.job import BATCH_BYTES
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHARD_BYTES = 512 << 20
+
+
+def make_corpus(directory: Path, gib: float, dim: int) -> list[Path]:
+    """fp16 .npy shards of 512 MiB, written with write() as np.save does; a power-law spectrum."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    scale = (np.arange(1, dim + 1) ** -0.5).astype(np.float32)
+    rows_per_shard = SHARD_BYTES // (2 * dim)
+    shards = int(np.ceil(gib * (1 << 30) / (rows_per_shard * 2 * dim)))
+    paths = []
+    for index in range(shards):
+        path = directory / f"shard{index:03d}.npy"
+        paths.append(path)
+        if path.exists() and path.stat().st_size > rows_per_shard * 2 * dim:
+            continue
+        header = {"descr": "<f2", "fortran_order": False, "shape": (rows_per_shard, dim)}
+        with open(path, "wb") as handle:
+            np.lib.format.write_array_header_1_0(handle, header)
+            for start in range(0, rows_per_shard, 1 << 15):
+                rows = min(1 << 15, rows_per_shard - start)
+                handle.write((rng.standard_normal((rows, dim), dtype=np.float32) * scale).astype(np.float16).tobytes())
+    return paths
+
+
+def drop_page_cache() -> bool:
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        return True
+    except OSError:
+        return False
+
+
+def raw_read(paths: list[Path]) -> float:
+    """Seconds to read every byte of the files in order, 16 MiB at a time."""
+    buffer = bytearray(16 << 20)
+    started = time.perf_counter()
+    for path in paths:
+        with open(path, "rb", buffering=0) as handle:
+            while handle.readinto(buffer):
+                pass
+    return time.perf_counter() - started
+
+
+def kernel_alone(dim: int, precision: str, rows: int) -> float:
+    """Rows per second of GramAccumulator.update on in-memory fp16 batches of the job's size."""
+    batch_rows = BATCH_BYTES // (2 * dim)
+    batch = torch.randn(batch_rows, dim).to(torch.float16)
+    accumulator = rf.GramAccumulator(precision=precision)
+    accumulator.update(batch)
+    done, started = 0, time.perf_counter()
+    while done < rows:
+        accumulator.update(batch)
+        done += batch_rows
+    return done / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gib", type=float, default=4.0)
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/rankme-fast-corpus"))
+    parser.add_argument("--keep", action="store_true", help="keep the corpus for another run")
+    parser.add_argument("--kernel-fraction", type=float, default=0.25, help="share of rows for the kernel-only case")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    paths = make_corpus(args.dir, args.gib, args.dim)
+    total_bytes = sum(p.stat().st_size for p in paths)
+    rows = sum(int(np.load(p, mmap_mode="r").shape[0]) for p in paths)
+    cold = drop_page_cache()
+    read_s = raw_read(paths)
+    read_rows_s = rows / read_s
+    cases = {}
+    for precision in ("exact", "fast"):
+        kernel_rows_s = kernel_alone(args.dim, precision, int(rows * args.kernel_fraction))
+        drop_page_cache()
+        result = score_files([str(args.dir)], ScoreOptions(precision=precision, progress=False))
+        ceiling = min(read_rows_s, kernel_rows_s)
+        cases[precision] = {
+            "score_rows_per_s": result.rows_per_second,
+            "score_seconds": result.seconds,
+            "score_mb_per_s": result.bytes / result.seconds / 1e6,
+            "kernel_alone_rows_per_s": kernel_rows_s,
+            "slower_of_read_and_kernel": "read" if read_rows_s < kernel_rows_s else "kernel",
+            "score_vs_slower_ceiling": result.rows_per_second / ceiling,
+            "rankme": result.metrics["rankme"],
+            "backend": result.backend,
+        }
+    out = args.out or RESULTS / f"score-{dt.date.today().isoformat()}.json"
+    report = {
+        "benchmark": "bench/bench_score.py",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cpu": cpu_model(),
+            "logical_cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "rankme_fast": rf.__version__},
+        "corpus": {
+            "files": len(paths),
+            "bytes": total_bytes,
+            "rows": rows,
+            "dim": args.dim,
+            "dtype": "float16",
+            "format": ".npy shards of 512 MiB",
+        },
+        "cold_page_cache": cold,
+        "raw_read": {"seconds": read_s, "mb_per_s": total_bytes / read_s / 1e6, "rows_per_s": read_rows_s},
+        "floor": {"gram_multiply_adds_per_row": args.dim * (args.dim + 1) // 2, "bytes_per_row": 2 * args.dim},
+        "precisions": cases,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    if not args.keep:
+        shutil.rmtree(args.dir)
+
+    print(f"{total_bytes / 1e9:.2f} GB fp16, D={args.dim}, {rows:,} rows, {len(paths)} files; "
+          f"{'cold' if cold else 'warm'} page cache; {cpu_model()}\n")  # fmt: skip
+    print(f"raw sequential read: {read_rows_s:,.0f} rows/s ({total_bytes / read_s / 1e6:,.0f} MB/s)\n")
+    print("| precision | score rows/s | kernel alone rows/s | score / slower ceiling |\n|---|---:|---:|---:|")
+    for precision, case in cases.items():
+        print(f"| {precision} | {case['score_rows_per_s']:,.0f} | {case['kernel_alone_rows_per_s']:,.0f} | "
+              f"{case['score_vs_slower_ceiling']:.2f} ({case['slower_of_read_and_kernel']}) |")  # fmt: skip
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

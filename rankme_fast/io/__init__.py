@@ -1,0 +1,59 @@
+"""Embedding sources for offline scoring: files of any size read in row batches with
+bounded memory. `expand_paths` turns files, directories and globs into a sorted file list;
+`open_source` opens one file by its suffix."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Sequence
+from pathlib import Path
+
+from rankme_fast.io.source import BadFileError, Rows, Source
+
+SUFFIXES = (".npy", ".npz", ".safetensors", ".parquet", ".arrow", ".feather", ".h5", ".hdf5")
+
+__all__ = ["SUFFIXES", "BadFileError", "Rows", "Source", "expand_paths", "open_source"]
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[str]:
+    """Files named, the embedding files under directories (recursive, sorted), and glob matches
+    (sorted), in the order given, each once. A path that matches nothing raises ValueError."""
+    files: list[str] = []
+    for given in map(str, paths):
+        if Path(given).is_file():
+            found = [given]
+        elif Path(given).is_dir():
+            found = sorted(str(p) for p in Path(given).rglob("*") if p.suffix in SUFFIXES and p.is_file())
+        else:
+            found = sorted(p for p in glob.glob(given, recursive=True) if Path(p).is_file())
+        if not found:
+            raise ValueError(f"{given}: no such file, or no embedding files ({', '.join(SUFFIXES)}) there")
+        files += [f for f in found if f not in files]
+    return files
+
+
+def open_source(path: str, *, key: str | None = None, column: str | None = None) -> Source:
+    """The array in `path` as a Source. `key` names the array (npz), tensor (safetensors) or
+    dataset (HDF5) when the file holds several; `column` the list column of a Parquet/Arrow file."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".npy":
+        from rankme_fast.io.numpy_files import NpySource
+
+        return NpySource(path)
+    if suffix == ".npz":
+        from rankme_fast.io.numpy_files import NpzMemberSource
+
+        return NpzMemberSource(path, key)
+    if suffix == ".safetensors":
+        from rankme_fast.io.tensor_files import SafetensorsSource
+
+        return SafetensorsSource(path, key)
+    if suffix in (".h5", ".hdf5"):
+        from rankme_fast.io.tensor_files import Hdf5Source
+
+        return Hdf5Source(path, key)
+    if suffix in (".parquet", ".arrow", ".feather"):
+        from rankme_fast.io.arrow_files import ArrowSource
+
+        return ArrowSource(path, column)
+    raise BadFileError(path, f"unknown file type {suffix!r}; expected one of {', '.join(SUFFIXES)}")
