@@ -1,6 +1,6 @@
 """A reader thread that runs ahead of the Gram kernel: it opens the files and reads or
-decodes the next batches (memory-mapped ranges are faulted in here, not in the kernel's
-threads) while the kernel works on the current one. At most `depth` batches wait, so
+decodes the next batches (asking the OS to read memory-mapped ranges ahead) while the
+kernel works on the current one. At most `depth` batches wait, so
 memory stays bounded."""
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class Prefetcher:
         try:
             source = self._opener(index)
             for first, rows in source.batches(start, self._batch_rows):
-                source.prefetch(first, first + len(rows))  # resident before the kernel sees it
+                source.prefetch(first + self._batch_rows, first + 2 * self._batch_rows)  # readahead
                 if not self._put(Batch(index, first, rows, source)):
                     return False
         except BadFileError as error:
