@@ -58,14 +58,19 @@ def torch_gram_eig_rankme(z: torch.Tensor) -> float:
     return rf.metrics.rankme(eig.sqrt().numpy())
 
 
-def time_interleaved(cases: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
-    """Each round runs every case once; the order rotates so no case always goes first."""
+def time_interleaved(
+    cases: dict[str, Callable[[], object]], rounds: int, sync: Callable[[], None] = lambda: None
+) -> dict[str, list[float]]:
+    """Each round runs every case once; the order rotates so no case always goes first.
+    `sync` (e.g. torch.cuda.synchronize) runs before the clock starts and before it stops."""
     names = list(cases)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
+            sync()
             start = time.perf_counter()
             cases[name]()
+            sync()
             times[name].append(time.perf_counter() - start)
     return times
 

@@ -22,14 +22,12 @@ import json
 import os
 import platform
 import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see bench_cpu.py
 
 import torch
-from bench_cpu import cpu_model
+from bench_cpu import cpu_model, time_interleaved
 from torch import nn
 
 import rankme_fast as rf
@@ -44,19 +42,6 @@ def reference_model() -> nn.Module:
     for width_in in (INPUT, DIM):
         layers += [nn.Linear(width_in, DIM), nn.BatchNorm1d(DIM), nn.ReLU()]
     return nn.Sequential(*layers, nn.Linear(DIM, DIM))
-
-
-def timed(cases: dict[str, Callable[[], object]], rounds: int, sync: Callable[[], None]) -> dict[str, list[float]]:
-    """Each round runs every case once, rotating the order; returns seconds per run."""
-    names, times = list(cases), {name: [] for name in cases}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            sync()
-            start = time.perf_counter()
-            cases[name]()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def main() -> None:
@@ -117,8 +102,8 @@ def main() -> None:
     for cases in (per_step, per_eval):
         for run in cases.values():
             run()
-    step_times = timed(per_step, args.rounds, sync)
-    eval_times = timed(per_eval, args.svd_rounds, sync)
+    step_times = time_interleaved(per_step, args.rounds, sync)
+    eval_times = time_interleaved(per_eval, args.svd_rounds, sync)
     med = {k: statistics.median(v) for k, v in {**step_times, **eval_times}.items()}
 
     reference = rf.metrics.rankme(torch.linalg.svdvals(queue.double()).cpu().numpy())

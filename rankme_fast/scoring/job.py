@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from rankme_fast._inputs import torch_dtype
 from rankme_fast.accumulate import GramAccumulator
 from rankme_fast.integrations.capping import local_share
 from rankme_fast.integrations.distributed import world
@@ -88,9 +89,10 @@ def score_files(paths: list[str], options: ScoreOptions = ScoreOptions()) -> Sco
     rank, processes = world()
     everything = expand_paths(paths)
     mine = everything[rank::processes]
-    reports, sources = _survey(mine, options)
-    dim = next((r.dim for r in reports if r.error is None), None)
-    batch_rows = options.batch_rows or max(1, BATCH_BYTES // max(1, (dim or 1) * _itemsize(sources)))
+    reports = _survey(mine, options)
+    good = [r for r in reports if r.error is None]
+    row_bytes = max((r.dim * torch_dtype(r.dtype).itemsize for r in good), default=1)
+    batch_rows = options.batch_rows or max(1, BATCH_BYTES // row_bytes)
     job = _Job(mine, reports, options, batch_rows, rank, processes)
     started = time.perf_counter()
     job.run()
@@ -170,7 +172,7 @@ class _Job:
         source.release(first, first + take)
         self.backend = self.current.last_backend
         self.rows += take
-        self.bytes += take * self.reports[file].dim * _itemsize_of(self.reports[file].dtype)
+        self.bytes += take * source.dim * source.itemsize
         self.position = (file, first + take)
 
     def _skip(self, file: int, error: BadFileError) -> None:
@@ -266,9 +268,9 @@ class _Job:
         )
 
 
-def _survey(files: list[str], options: ScoreOptions) -> tuple[list[FileReport], list[str]]:
+def _survey(files: list[str], options: ScoreOptions) -> list[FileReport]:
     """Open every file once (headers only) to check it and learn its rows, D and dtype."""
-    reports, dtypes = [], []
+    reports = []
     dim, first = None, None
     for path in files:
         try:
@@ -278,13 +280,12 @@ def _survey(files: list[str], options: ScoreOptions) -> tuple[list[FileReport], 
                 raise BadFileError(path, f"D={source.dim} but {first} has D={dim}")
             dim, first = dim or source.dim, first or path
             reports.append(FileReport(path, source.rows, source.dim, source.dtype))
-            dtypes.append(source.dtype)
         except BadFileError as error:
             if not options.skip_bad:
                 raise
             _warn(f"skipped {error}")
             reports.append(FileReport(path, 0, None, None, error=error.problem))
-    return reports, dtypes
+    return reports
 
 
 def _check(options: ScoreOptions) -> None:
@@ -302,14 +303,6 @@ def _check(options: ScoreOptions) -> None:
         raise ValueError("resume needs a checkpoint path")
     if options.checkpoint is not None and not Path(options.checkpoint).parent.is_dir():
         raise ValueError(f"checkpoint directory {Path(options.checkpoint).parent} does not exist")
-
-
-def _itemsize(dtypes: list[str]) -> int:
-    return max((_itemsize_of(d) for d in dtypes), default=4)
-
-
-def _itemsize_of(dtype: str | None) -> int:
-    return {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}.get(dtype or "", 4)
 
 
 def _warn(message: str) -> None:
