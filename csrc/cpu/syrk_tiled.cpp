@@ -3,9 +3,9 @@
 //  * each thread takes a group of Gram rows and copies their columns of the block into
 //    contiguous micro-panels MR wide, which stay in L1 while they are broadcast;
 //  * a register-blocked micro-kernel multiplies one micro-panel (MR rows of the Gram) by one
-//    column panel (NR columns, SIMD vectors streamed from L2) over the block's rows, and the
-//    MR x NR result is added to a tile-major copy of the triangle (one contiguous stream per
-//    tile), which goes into the float64 state once per call (exact) or every 4096 rows (fast:
+//    column panel (NR columns, SIMD vectors streamed from L2) over the block's rows, and adds
+//    its MR x NR sums straight into a tile-major copy of the triangle (one contiguous stream
+//    per tile), which goes into the float64 state once per call (exact) or every 4096 rows (fast:
 //    float32 sums within those rows, float64 across them);
 //  * only tiles that touch the lower triangle are computed.
 // Shapes were chosen by measurement on AVX-512 (bench/README.md); the vector-extension code is
@@ -31,8 +31,8 @@ namespace {
 #if defined(__AVX512F__)
 constexpr const char* kSimdName = "avx512";
 constexpr int kVectorBytes = 64;
-constexpr int kMicroRows = 12;
-constexpr int kPanelVectors = 2;
+constexpr int kMicroRows = 9;
+constexpr int kPanelVectors = 3;
 #elif defined(__AVX2__)
 constexpr const char* kSimdName = "avx2";
 constexpr int kVectorBytes = 32;
@@ -49,8 +49,8 @@ template <typename Acc>
 constexpr int64_t row_block() { return sizeof(Acc) == sizeof(float) ? 512 : 256; }
 // precision=fast sums float32 products over at most this many rows before adding in float64.
 constexpr int64_t kFastRowsPerFlush = 4096;
-constexpr int64_t kPanelsPerPass = 8;  // column panels reused by a row group (stay in L2)
-constexpr int64_t kRowGroup = 4;       // micro-panels per thread work item
+constexpr int64_t kPanelsPerPass = 4;  // column panels reused by a row group (stay in L2)
+constexpr int64_t kRowGroup = 8;       // micro-panels per thread work item
 
 template <typename Acc>
 struct Simd {
@@ -97,22 +97,23 @@ void pack_panels(const rf_matrix_view& z, int64_t r0, int64_t count, const doubl
 }
 
 // Columns [c0, c0 + MR) of the packed block as a contiguous count x MR micro-panel (zero past
-// the last column).
+// the last column). Row k's MR values are contiguous in one or two column panels.
 template <typename Acc>
 void copy_micro_panel(const Acc* packed, int64_t count, int64_t c0, int64_t cols, Acc* out) {
   constexpr int64_t NR = Simd<Acc>::width;
-  for (int r = 0; r < kMicroRows; ++r) {
-    const int64_t c = c0 + r;
-    if (c >= cols) {
-      for (int64_t k = 0; k < count; ++k) out[k * kMicroRows + r] = Acc(0);
-      continue;
-    }
-    const Acc* src = packed + (c / NR) * count * NR + c % NR;
-    for (int64_t k = 0; k < count; ++k) out[k * kMicroRows + r] = src[k * NR];
+  const int64_t valid = std::min<int64_t>(kMicroRows, cols - c0);
+  const int64_t first = std::min(valid, NR - c0 % NR);  // columns in c0's panel; the rest in the next
+  const Acc* head = packed + (c0 / NR) * count * NR + c0 % NR;
+  const Acc* tail = packed + (c0 / NR + 1) * count * NR;
+  for (int64_t k = 0; k < count; ++k) {
+    Acc* row = out + k * kMicroRows;
+    for (int64_t r = 0; r < first; ++r) row[r] = head[k * NR + r];
+    for (int64_t r = first; r < valid; ++r) row[r] = tail[k * NR + r - first];
+    for (int64_t r = valid; r < kMicroRows; ++r) row[r] = Acc(0);
   }
 }
 
-// out[r][c] = sum over k < count of a[k*MR + r] * b[k*NR + c]: MR x NR accumulators stay in
+// out[r][c] += sum over k < count of a[k*MR + r] * b[k*NR + c]: MR x NR accumulators stay in
 // registers for the whole loop; a values are broadcast, b rows loaded as vectors.
 template <typename Acc>
 void micro_kernel(const Acc* __restrict a, const Acc* __restrict b, int64_t count, Acc* __restrict out) {
@@ -132,7 +133,12 @@ void micro_kernel(const Acc* __restrict a, const Acc* __restrict b, int64_t coun
     }
   }
   for (int r = 0; r < kMicroRows; ++r)
-    for (int v = 0; v < kPanelVectors; ++v) std::memcpy(out + r * NR + v * L, &acc[r][v], sizeof(V));
+    for (int v = 0; v < kPanelVectors; ++v) {
+      V sum;
+      std::memcpy(&sum, out + r * NR + v * L, sizeof(V));
+      sum += acc[r][v];
+      std::memcpy(out + r * NR + v * L, &sum, sizeof(V));
+    }
 }
 
 // Column panel (NR wide) of the last tile in row micro-panel m that reaches the lower triangle.
@@ -228,12 +234,13 @@ void syrk_tiled(const rf_matrix_view& z, const double* shift, double* gram) {
           for (int64_t m = m0; m < m1; ++m) {
             const int64_t p1 = std::min(p0 + kPanelsPerPass, last_panel(m, cols, NR) + 1);
             for (int64_t p = p0; p < p1; ++p) {
-              micro_kernel<Acc>(group_panels + (m - m0) * kMicroRows * count,
-                                packed.get() + p * count * NR, count, tile);
               if (staged) {
-                Acc* dst = triangle->tile(m, p);
-                for (int64_t e = 0; e < kMicroRows * NR; ++e) dst[e] += tile[e];
+                micro_kernel<Acc>(group_panels + (m - m0) * kMicroRows * count, packed.get() + p * count * NR, count,
+                                  triangle->tile(m, p));
               } else {
+                std::fill(tile, tile + kMicroRows * NR, Acc(0));
+                micro_kernel<Acc>(group_panels + (m - m0) * kMicroRows * count, packed.get() + p * count * NR, count,
+                                  tile);
                 TileTriangle<Acc>::add_lower(tile, NR, m * kMicroRows, p * NR, cols, gram);
               }
             }
