@@ -32,7 +32,7 @@ def main() -> None:
     result = {
         "benchmark": "bench/bench_memory.py",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "what": "peak RSS (ru_maxrss) growth while streaming, after the first batch has been added",
+        "what": "peak RSS (VmHWM) growth while streaming, after the first batch has been added",
         "state_bytes_fp64": args.dim * args.dim * 8,
         "batch_bytes_fp32": args.batch * args.dim * 4,
         "runs": runs,

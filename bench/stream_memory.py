@@ -1,6 +1,6 @@
 """Peak resident memory of streaming N x D rows through a GramAccumulator in batches.
 
-Run as a script in a fresh process: prints JSON with the peak RSS (ru_maxrss) before and
+Run as a script in a fresh process: prints JSON with the peak RSS (VmHWM) before and
 after streaming, so the growth can be compared across N. Batches are generated one at a
 time and dropped, so only the accumulator and one batch are alive at once.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import torch
@@ -18,7 +17,11 @@ import rankme_fast as rf
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak RSS. Not ru_maxrss: Linux folds the parent's peak into a
+    child's ru_maxrss when the child is started by vfork + exec, as subprocess does."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def main() -> None:

@@ -1,63 +1,138 @@
-"""`.npy` files (memory-mapped; pages asked for ahead and dropped behind, so resident memory
-stays bounded) and `.npz` members (streamed from the zip, compressed or not)."""
+"""`.npy` files (rows read with pread into fresh buffers, readahead asked for ahead of them)
+and `.npz` members (streamed from the zip, compressed or not)."""
 
 from __future__ import annotations
 
-import contextlib
-import mmap
+import os
 import zipfile
+from typing import BinaryIO
 
 import numpy as np
 
 from rankme_fast.io.source import BadFileError, Rows, Source, check_shape, choose_name
 
-_PAGE = mmap.PAGESIZE
+_DIRECT_ALIGN = 4096  # a multiple of any block size direct reads need
+
+
+def read_npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from the stream's .npy header; the stream is left at the data."""
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(stream)
+    return np.lib.format.read_array_header_2_0(stream)
 
 
 class NpySource(Source):
+    """A C-ordered array is read with pread: the kernel then works on private memory instead
+    of faulting mapped pages in on its own threads, and the page cache holds the file, not
+    the process (resident memory is the batches in flight). A Fortran-ordered 2-D array is
+    memory-mapped and read as a strided view."""
+
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            header = np.load(path, mmap_mode="r", allow_pickle=False)
-        except Exception as error:  # numpy raises ValueError/OSError/EOFError on a bad header or size
+            self._file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+        except OSError as error:
+            raise BadFileError(path, f"cannot be opened ({error})") from error
+        try:
+            shape, fortran, dtype = read_npy_header(self._file)
+            self._offset = self._file.tell()
+        except Exception as error:  # numpy raises ValueError/OSError/EOFError on a bad header
+            self._file.close()
             raise BadFileError(path, f"not a readable .npy file ({error})") from error
-        shape, dtype, offset = header.shape, header.dtype, header.offset
-        fortran = header.flags.f_contiguous and not header.flags.c_contiguous
-        del header
-        self.rows, self.dim = check_shape(path, shape, dtype.name, "the array")
-        if fortran and len(shape) > 2:
-            raise BadFileError(path, "a Fortran-ordered array of more than 2 dimensions cannot be read by rows")
-        self.dtype, self.itemsize, self._offset, self._fortran = dtype.name, dtype.itemsize, offset, fortran
-        with open(path, "rb") as handle:
-            self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        flat = np.frombuffer(self._map, dtype=dtype, count=int(np.prod(shape)), offset=offset)
-        self._array = flat.reshape((self.rows, self.dim), order="F" if fortran else "C")
+        try:
+            self.rows, self.dim = check_shape(path, shape, dtype.name, "the array")
+            if fortran and len(shape) > 2:
+                raise BadFileError(path, "a Fortran-ordered array of more than 2 dimensions cannot be read by rows")
+            expected = self._offset + self.rows * self.dim * dtype.itemsize
+            size = os.fstat(self._file.fileno()).st_size
+            if size < expected:
+                raise BadFileError(path, f"truncated: {size} bytes, the header needs {expected}")
+        except BadFileError:
+            self._file.close()
+            raise
+        self.dtype, self.itemsize, self._numpy_dtype = dtype.name, dtype.itemsize, dtype
+        self._fortran, self._direct = None, None
+        if fortran:
+            flat = np.memmap(path, dtype=dtype, mode="r", offset=self._offset, shape=(self.dim * self.rows,))
+            self._fortran = flat.reshape((self.rows, self.dim), order="F")
+        else:
+            os.posix_fadvise(self._file.fileno(), self._offset, 0, os.POSIX_FADV_SEQUENTIAL)
+            self._direct = _open_direct(path)
+
+    @property
+    def reads_directly(self) -> bool:
+        """True while rows come by direct reads (O_DIRECT), False for page-cache reads."""
+        return self._direct is not None
 
     def read(self, start: int, stop: int) -> Rows:
-        return self._array[start:stop]
+        if self._fortran is not None:
+            return self._fortran[start:stop]
+        row_bytes = self.dim * self.itemsize
+        first, end = self._offset + start * row_bytes, self._offset + stop * row_bytes
+        if self._direct is not None:
+            try:
+                return self._as_rows(_read_direct(self._direct, first, end), start, stop)
+            except OSError:  # this file system takes no direct reads after all
+                os.close(self._direct)
+                self._direct = None
+        buffer = np.empty(end - first, dtype=np.uint8)
+        done = _read_into(self._file.fileno(), buffer, first)
+        return self._as_rows(buffer[:done], start, stop)
+
+    def _as_rows(self, data: np.ndarray, start: int, stop: int) -> np.ndarray:
+        wanted = (stop - start) * self.dim * self.itemsize
+        if data.size < wanted:  # the file shrank since it was opened
+            raise BadFileError(self.path, f"truncated at row {start + data.size // (self.dim * self.itemsize)}")
+        return data[:wanted].view(self._numpy_dtype).reshape(stop - start, self.dim)
 
     def prefetch(self, start: int, stop: int) -> None:
-        # Readahead only: faulting the range in here (MADV_POPULATE_READ) pushed peak RSS past
-        # 1.3 GB on a 2 GiB corpus (tests/test_score.py) for no steady throughput gain.
-        self._advise(mmap.MADV_WILLNEED, start, stop)
-
-    def release(self, start: int, stop: int) -> None:
-        self._advise(mmap.MADV_DONTNEED, start, stop)
+        stop = min(stop, self.rows)
+        if self._fortran is None and self._direct is None and stop > start:  # direct reads skip the cache
+            row_bytes = self.dim * self.itemsize
+            offset = self._offset + start * row_bytes
+            os.posix_fadvise(self._file.fileno(), offset, (stop - start) * row_bytes, os.POSIX_FADV_WILLNEED)
 
     def close(self) -> None:
-        del self._array
-        with contextlib.suppress(BufferError):  # a batch still refers to it: it goes with the batch
-            self._map.close()
+        self._fortran = None
+        if self._direct is not None:
+            os.close(self._direct)
+            self._direct = None
+        self._file.close()
 
-    def _advise(self, option: int, start: int, stop: int) -> None:
-        if self._fortran:
-            return
-        row_bytes = self.dim * self.itemsize
-        first = (self._offset + start * row_bytes) // _PAGE * _PAGE
-        end = self._offset + stop * row_bytes
-        if end > first:
-            with contextlib.suppress(ValueError):  # the mapping was closed: nothing to advise
-                self._map.madvise(option, first, end - first)
+
+def _open_direct(path: str) -> int | None:
+    """A descriptor for direct reads (disk to our buffer by DMA: no page-cache copy, so the
+    reader thread takes next to no CPU from the kernel), or None where they are not offered."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return None
+    try:
+        return os.open(path, os.O_RDONLY | flag)
+    except OSError:  # e.g. tmpfs
+        return None
+
+
+def _read_into(fd: int, buffer: np.ndarray, offset: int) -> int:
+    """Fill `buffer` from `offset`; the byte count, short only at the end of the file."""
+    done = 0
+    while done < buffer.size:
+        got = os.preadv(fd, [buffer[done:]], offset + done)
+        if got == 0:
+            break
+        done += got
+    return done
+
+
+def _read_direct(fd: int, first: int, end: int) -> np.ndarray:
+    """Bytes [first, end) through a direct-read descriptor: offset, length and buffer address
+    must be multiples of the block size, so an aligned superset is read and sliced."""
+    low, high = first // _DIRECT_ALIGN * _DIRECT_ALIGN, -(-end // _DIRECT_ALIGN) * _DIRECT_ALIGN
+    raw = np.empty(high - low + _DIRECT_ALIGN, dtype=np.uint8)
+    skip = -raw.ctypes.data % _DIRECT_ALIGN
+    aligned = raw[skip : skip + high - low]
+    done = _read_into(fd, aligned, low)
+    return aligned[first - low : max(first - low, done)][: end - first]
 
 
 class NpzMemberSource(Source):
@@ -73,10 +148,7 @@ class NpzMemberSource(Source):
         self.key = choose_name(path, names, key, "array")
         try:
             self._stream = self._zip.open(f"{self.key}.npy")
-            version = np.lib.format.read_magic(self._stream)
-            formats = np.lib.format
-            read_header = formats.read_array_header_1_0 if version == (1, 0) else formats.read_array_header_2_0
-            shape, fortran, dtype = read_header(self._stream)
+            shape, fortran, dtype = read_npy_header(self._stream)
         except Exception as error:
             raise BadFileError(path, f"array {self.key!r} is not a readable .npy member ({error})") from error
         self.rows, self.dim = check_shape(path, shape, dtype.name, f"array {self.key!r}")

@@ -46,11 +46,9 @@ class Source(ABC):
         for first in range(start, self.rows, batch_rows):
             yield first, self.read(first, min(first + batch_rows, self.rows))
 
-    def release(self, start: int, stop: int) -> None:  # noqa: B027 (optional hook)
-        """Rows [start, stop) will not be read again (memory-mapped sources drop their pages)."""
-
     def prefetch(self, start: int, stop: int) -> None:  # noqa: B027 (optional hook)
-        """Rows [start, stop) will be read soon (memory-mapped sources ask for readahead)."""
+        """Rows [start, stop) will be read soon (sources that read through the page cache ask
+        for readahead)."""
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Free what the source holds open."""

@@ -23,7 +23,7 @@ def add_parser(commands: Any) -> None:
     score.add_argument("--centered", action="store_true", help="spectrum of the covariance instead of ZᵀZ")
     score.add_argument("--precision", default="exact", choices=["exact", "fast"])
     score.add_argument("--backend", default="auto")
-    score.add_argument("--batch-rows", type=int, help="rows per batch (default: 32 MiB of input)")
+    score.add_argument("--batch-rows", type=int, help="rows per batch (default: 16 MiB of input)")
     score.add_argument("--max-rows", type=int, help="score only the first N rows (in file order)")
     score.add_argument("--metrics", default="rankme", help=f"comma-separated, of {', '.join(METRIC_NAMES)}")
     score.add_argument("--eps", type=float, default=1e-7, help="RankMe's epsilon")

@@ -30,7 +30,7 @@ from rankme_fast.scoring import checkpoint
 from rankme_fast.scoring.prefetch import BadFile, Prefetcher
 from rankme_fast.spectrum import METRIC_NAMES
 
-BATCH_BYTES = 32 << 20  # default batch: 32 MiB of input rows
+BATCH_BYTES = 16 << 20  # default batch: 16 MiB of input rows (up to 4 are in flight: read, queued, used)
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class ScoreOptions:
     centered: bool = False
     precision: str = "exact"
     backend: str = "auto"
-    batch_rows: int | None = None  # None: 32 MiB of rows
+    batch_rows: int | None = None  # None: 16 MiB of rows
     max_rows: int | None = None  # over all processes, the first rows in file order
     metrics: tuple[str, ...] = ("rankme",)
     eps: float = 1e-7
@@ -169,7 +169,6 @@ class _Job:
                 raise bad from error
             self._skip(file, bad)
             return
-        source.release(first, first + take)
         self.backend = self.current.last_backend
         self.rows += take
         self.bytes += take * source.dim * source.itemsize

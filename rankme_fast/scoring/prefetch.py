@@ -1,7 +1,6 @@
 """A reader thread that runs ahead of the Gram kernel: it opens the files and reads or
-decodes the next batches (asking the OS to read memory-mapped ranges ahead) while the
-kernel works on the current one. At most `depth` batches wait, so
-memory stays bounded."""
+decodes the next batches while the kernel works on the current one. At most `depth` batches
+wait, so memory stays bounded."""
 
 from __future__ import annotations
 
