@@ -1,5 +1,5 @@
-"""`.npy` files (rows read with pread into fresh buffers, readahead asked for ahead of them)
-and `.npz` members (streamed from the zip, compressed or not)."""
+"""`.npy` files (rows read into a fresh buffer per batch, by direct reads where the file
+system offers them) and `.npz` members (streamed from the zip, compressed or not)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ def read_npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
 
 
 class NpySource(Source):
-    """A C-ordered array is read with pread: the kernel then works on private memory instead
-    of faulting mapped pages in on its own threads, and the page cache holds the file, not
-    the process (resident memory is the batches in flight). A Fortran-ordered 2-D array is
-    memory-mapped and read as a strided view."""
+    """A C-ordered array is read with pread into private buffers, so the kernel's threads take
+    no page faults and resident memory is the batches in flight: by O_DIRECT where offered
+    (the disk DMAs into the buffer, no page-cache copy), else through the page cache with
+    readahead. A Fortran-ordered 2-D array is memory-mapped and read as a strided view."""
 
     def __init__(self, path: str) -> None:
         self.path = path
