@@ -234,12 +234,47 @@ def test_tiny_benchmark_is_balanced_and_splits_hold_out_speakers_and_soundfonts(
     _check_benchmark(tiny)
 
 
-def test_tiny_benchmark_is_deterministic_and_cached(tiny, bench_cache):
-    again = audio.make_benchmark("tiny", seed=0, cache=False)
-    np.testing.assert_allclose(again.waves, tiny.waves, atol=1.0 / 32767)  # the cache stores 16-bit PCM
+def test_tiny_benchmark_is_deterministic_and_cached(tiny, bench_cache, monkeypatch):
+    import threading
+
+    decoded_in = set()
+    decode = synthesizers.decode
+
+    def recording_decode(data, what):
+        decoded_in.add(threading.current_thread().name)
+        return decode(data, what)
+
+    monkeypatch.setattr(synthesizers, "decode", recording_decode)
+    again = audio.make_benchmark("tiny", seed=0, cache=False, workers=1)  # another schedule of the processes
+    pcm = np.round(again.waves * 32767.0).astype(np.int16)  # what the cache stores
+    np.testing.assert_array_equal(pcm.astype(np.float32) / 32767.0, tiny.waves)
+    if tiny.synthesizers == "real":  # the resampler is not thread-safe: decoding stays in one thread
+        assert decoded_in == {threading.current_thread().name}
     assert list(audio.datasets.cache_dir().glob("tiny-seed0-*.npz"))
+    assert not list(audio.datasets.cache_dir().glob("*.tmp"))
     other = audio.make_benchmark("tiny", seed=1, cache=False)
     assert not np.allclose(other.waves[: len(tiny)], tiny.waves)
+
+
+def test_two_processes_rendering_one_preset_at_once_share_the_cache_safely(tmp_path, tiny):
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np\n"
+        "from rankme_fast import audio\n"
+        "bench = audio.make_benchmark('tiny', seed=0)\n"
+        "np.save(__import__('sys').argv[1], bench.waves)\n"
+    )
+    env = {**os.environ, "RANKME_FAST_CACHE": str(tmp_path / "shared")}
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"{i}.npy")], env=env) for i in range(2)]
+    assert [run.wait(timeout=300) for run in runs] == [0, 0]
+    for i in range(2):
+        np.testing.assert_array_equal(np.load(tmp_path / f"{i}.npy"), tiny.waves)
+    entries = list((tmp_path / "shared" / "audio").iterdir())
+    assert len(entries) == 1 and entries[0].suffix == ".npz"
+    with np.load(entries[0]) as stored:
+        np.testing.assert_array_equal(stored["pcm"].astype(np.float32) / 32767.0, tiny.waves)
 
 
 def test_procedural_fallback_runs_without_the_apt_packages(tmp_path, monkeypatch, bench_cache):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -210,16 +211,31 @@ def make_benchmark(
     else:
         waves = _augment(_render(plan, mode, workers, progress), plan, seed)
         if cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(".tmp.npz")
-            np.savez(temporary, pcm=np.round(waves * 32767.0).astype(np.int16))
-            temporary.replace(path)
+            _store_atomically(path, pcm=np.round(waves * 32767.0).astype(np.int16))
             waves = np.round(waves * 32767.0).astype(np.int16).astype(np.float32) / 32767.0  # as a reload gives
     meta = {
         name: np.array([clip[name] for clip in plan], dtype=object)
         for name in ("source", "kind", "engine", "voice", "language", "text", "font", "program")
     }
     return Benchmark(waves, meta, _tasks(plan, seed), preset, seed, mode, notes=notes)
+
+
+def _store_atomically(path: Path, **arrays: np.ndarray) -> None:
+    """Write an .npz cache entry that readers see whole or not at all: a temporary file of this
+    process's own in the same directory, flushed to disk, then renamed over `path`. Two
+    processes rendering the same preset at once each write their own file; the last rename wins
+    and both files hold the same (bit-identical) audio."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _plan(preset: str, seed: int) -> list[dict]:
@@ -304,53 +320,57 @@ def _plan(preset: str, seed: int) -> list[dict]:
 
 
 def _render(plan: list[dict], mode: str, workers: int | None, progress: bool) -> list[np.ndarray]:
-    """Raw audio of every planned clip (speech per clip, notes batched per soundfont/program)."""
-    out: list[np.ndarray | None] = [None] * len(plan)
+    """Raw audio of every planned clip (speech per clip, notes batched per soundfont/program).
+    Synthesiser processes run `workers` at a time; their output is decoded afterwards, in plan
+    order, in this thread (the resampler is not thread-safe), so the audio is bit-identical
+    however the processes were scheduled."""
+    if mode == "procedural":
+        return _render_procedural(plan)
     speech = [c for c in plan if c["kind"] == "speech"]
     groups: dict[tuple[str, int], list[dict]] = {}
     for clip in plan:
         if clip["kind"] == "note":
             groups.setdefault((clip["font"], int(clip["program"])), []).append(clip)
 
-    def say(clip: dict) -> None:
-        if mode == "procedural":
-            word = int(clip["text"])
-            voice = zlib.crc32(clip["voice"].split("+")[-1].encode()) % 1000
-            out[clip["index"]] = procedural.speak(
-                word,
-                LANGUAGES.index(clip["language"]),
-                voice,
-                speed=clip["speed"] / 170,
-                pitch=2 ** ((clip["pitch"] - 50) / 100),
-            )
-        elif clip["engine"] == "flite":
-            out[clip["index"]] = synthesizers.flite(clip["text"], clip["voice"])
-        else:
-            out[clip["index"]] = synthesizers.espeak(
-                clip["text"], clip["voice"], speed=clip["speed"], pitch=clip["pitch"]
-            )
+    def say(clip: dict) -> bytes:
+        if clip["engine"] == "flite":
+            return synthesizers.flite(clip["text"], clip["voice"])
+        return synthesizers.espeak(clip["text"], clip["voice"], speed=clip["speed"], pitch=clip["pitch"])
 
-    def play(key: tuple[str, int]) -> None:
-        font, program = key
-        clips = groups[key]
-        if mode == "procedural":
-            for clip in clips:
-                family = list(FAMILIES).index(clip["family"])
-                out[clip["index"]] = procedural.note(family, clip["note"], FONTS.index(font), program)
-            return
+    def play(key: tuple[str, int]) -> bytes:
         # one velocity per render call: the group's first (velocity still varies across groups)
-        notes = synthesizers.render_notes(font, program, [c["note"] for c in clips], velocity=clips[0]["velocity"])
-        for clip, audio in zip(clips, notes, strict=True):
-            out[clip["index"]] = audio
+        clips = groups[key]
+        return synthesizers.render_notes(*key, [c["note"] for c in clips], velocity=clips[0]["velocity"])
 
-    jobs = [(say, clip) for clip in speech] + [(play, key) for key in groups]
+    jobs = [(say, clip, [clip], f"{clip['engine']} {clip['voice']} {clip['text']!r}") for clip in speech]
+    jobs += [(play, key, groups[key], f"{key[0]} program {key[1]}") for key in groups]
+    out: list[np.ndarray | None] = [None] * len(plan)
     bar = _progress(len(jobs), progress)
     with ThreadPoolExecutor(max_workers=workers or min(4, (os.cpu_count() or 1) + 1)) as pool:
-        for future in [pool.submit(fn, arg) for fn, arg in jobs]:
-            future.result()
+        futures = [pool.submit(fn, arg) for fn, arg, _, _ in jobs]
+        for future, (_, _, clips, what) in zip(futures, jobs, strict=True):
+            audio = synthesizers.decode(future.result(), what)
+            pieces = [audio] if clips[0]["kind"] == "speech" else synthesizers.note_slices(audio, len(clips))
+            for clip, piece in zip(clips, pieces, strict=True):
+                out[clip["index"]] = piece
             bar.update(1)
     bar.close()
     return out  # type: ignore[return-value]
+
+
+def _render_procedural(plan: list[dict]) -> list[np.ndarray]:
+    out = []
+    for clip in plan:
+        if clip["kind"] == "speech":
+            voice = zlib.crc32(clip["voice"].split("+")[-1].encode()) % 1000
+            out.append(procedural.speak(
+                int(clip["text"]), LANGUAGES.index(clip["language"]), voice, speed=clip["speed"] / 170,
+                pitch=2 ** ((clip["pitch"] - 50) / 100),
+            ))  # fmt: skip
+        else:
+            family = list(FAMILIES).index(clip["family"])
+            out.append(procedural.note(family, clip["note"], FONTS.index(clip["font"]), int(clip["program"])))
+    return out
 
 
 def _progress(total: int, enabled: bool):

@@ -1,6 +1,12 @@
 """Real synthesisers driven as subprocesses: espeak-ng and flite for speech, fluidsynth (with
 the FluidR3_GM and TimGM6mb soundfonts) and timidity (with freepats) for instrument notes.
-`missing()` says which are absent; the benchmark then falls back to procedural audio."""
+`missing()` says which are absent; the benchmark then falls back to procedural audio.
+
+The synthesisers return WAV bytes, and `decode` turns them into 16 kHz float32 audio. The two
+steps are apart because only the first is safe to run from several threads at once: libsoxr
+(the resampler) keeps process-wide state that concurrent calls can corrupt, which once showed
+as one clip rendered differently under load. Callers run the subprocesses concurrently and
+decode in one thread."""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ SOUNDFONTS = {
     "TimGM6mb": Path("/usr/share/sounds/sf2/TimGM6mb.sf2"),
 }
 FREEPATS_CONFIG = Path("/etc/timidity/freepats.cfg")
+NOTE_SPACING = 1.5  # seconds between the notes of one render_notes call
 APT_PACKAGES = "espeak-ng flite fluidsynth fluid-soundfont-gm timgm6mb-soundfont timidity freepats"
 
 
@@ -36,7 +43,8 @@ def missing() -> dict[str, str]:
     return reasons
 
 
-def _read_wav(data: bytes, what: str) -> np.ndarray:
+def decode(data: bytes, what: str) -> np.ndarray:
+    """WAV bytes from a synthesiser as mono float32 at 16 kHz. Not thread-safe (see above)."""
     import soundfile
 
     try:
@@ -53,18 +61,18 @@ def _run(command: list[str], what: str) -> bytes:
     return result.stdout
 
 
-def espeak(text: str, voice: str, *, speed: int, pitch: int) -> np.ndarray:
-    """`text` spoken by espeak-ng voice `voice` (e.g. "de+m3"), mono float32 at 16 kHz."""
+def espeak(text: str, voice: str, *, speed: int, pitch: int) -> bytes:
+    """WAV bytes of `text` spoken by espeak-ng voice `voice` (e.g. "de+m3")."""
     what = f"espeak-ng {voice} {text!r}"
-    return _read_wav(_run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text], what), what)
+    return _run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text], what)
 
 
-def flite(text: str, voice: str) -> np.ndarray:
-    """`text` spoken by a flite built-in voice (kal, awb, rms, slt, kal16)."""
+def flite(text: str, voice: str) -> bytes:
+    """WAV bytes of `text` spoken by a flite built-in voice (kal, awb, rms, slt, kal16)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "out.wav"
         _run(["flite", "-voice", voice, "-t", text, "-o", str(path)], f"flite {voice} {text!r}")
-        return _read_wav(path.read_bytes(), f"flite {voice} {text!r}")
+        return path.read_bytes()
 
 
 def note_sequence_midi(
@@ -85,10 +93,11 @@ def note_sequence_midi(
 
 
 def render_notes(
-    font: str, program: int, notes: list[int], *, spacing: float = 1.5, duration: float = 0.8, velocity: int = 100
-) -> list[np.ndarray]:
-    """Render `notes` with one soundfont ("FluidR3_GM", "TimGM6mb" via fluidsynth, "freepats" via
-    timidity) in one process; returns one `spacing`-second slice per note."""
+    font: str, program: int, notes: list[int], *, spacing: float = NOTE_SPACING, duration: float = 0.8,
+    velocity: int = 100,
+) -> bytes:
+    """WAV bytes of `notes` played one after another, every `spacing` seconds, with one
+    soundfont ("FluidR3_GM", "TimGM6mb" via fluidsynth, "freepats" via timidity), in one process."""
     with tempfile.TemporaryDirectory() as folder:
         midi, wav = Path(folder) / "notes.mid", Path(folder) / "notes.wav"
         note_sequence_midi(midi, program, notes, spacing=spacing, duration=duration, velocity=velocity)
@@ -129,7 +138,11 @@ def render_notes(
                 ],
                 what,
             )
-        audio = _read_wav(wav.read_bytes(), what)
+        return wav.read_bytes()
+
+
+def note_slices(audio: np.ndarray, count: int, spacing: float = NOTE_SPACING) -> list[np.ndarray]:
+    """The `count` notes of decoded `render_notes` audio, one `spacing`-second slice each."""
     step = round(spacing * SAMPLE_RATE)
-    audio = np.pad(audio, (0, max(0, step * len(notes) - audio.size)))
-    return [audio[i * step : (i + 1) * step] for i in range(len(notes))]
+    audio = np.pad(audio, (0, max(0, step * count - audio.size)))
+    return [audio[i * step : (i + 1) * step] for i in range(count)]
