@@ -1,5 +1,7 @@
-"""GPU benchmark: builds the package, runs the GPU tests, then times (CUDA events through
-triton.testing.do_bench, medians, L2 flushed between runs) in sections:
+"""GPU benchmark: builds the package, runs the GPU tests and stops unless they pass, then times
+(CUDA events through triton.testing.do_bench, medians, L2 flushed between runs) in sections.
+Every timed kernel's output is first checked against a float64 reference on the same data; a
+wrong one stops the run, so no time of a wrong kernel is ever recorded. Sections:
 
 * triton: the Triton SYRK vs torch.mm(Z.T, Z) for bf16, fp16, fp32 (tf32x3 / tf32 / ieee) at
   D in {512, ..., 8192}, N in {262144, 25600}, against the measured bf16 GEMM peak (8192³),
@@ -9,6 +11,8 @@ triton.testing.do_bench, medians, L2 flushed between runs) in sections:
   D in {1024, 2048, 4096, 8192}, each kernel variant, and the float64 eigensolve at each D
   (where the time of an exact RankMe goes);
 * e2e: rf.rankme (fast, exact) vs torch.linalg.svdvals(Z.float()), N=25600, D in {1024, 2048, 4096};
+* canary: the one-time cost of each GPU backend's first-use self-check (rankme_fast.backends.canary)
+  per input dtype and precision, on first use (Triton compiles then) and again once compiled;
 * training: bench/bench_training.py --device cuda (RankMeMetric per-step update vs a model
   step, compute vs queue + SVD), into its own results/training-cuda-<date>.json; needs
   torchmetrics in the device's Python, else the section records why it was skipped.
@@ -38,17 +42,20 @@ VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 RESULTS = ROOT / "bench" / "results"
 
 
-SECTIONS = ("triton", "cuda", "e2e", "training")
+SECTIONS = ("triton", "cuda", "e2e", "canary", "training")
 GPU_TESTS = ["tests/test_triton.py", "tests/test_gpu.py", "tests/test_agreement.py", "tests/test_cuda_kernel.py"]
 
 
 def build_and_test(markers: str) -> dict[str, object]:
-    """make OFFLINE=1 (system torch and Triton, nothing downloaded), then the GPU test files."""
+    """make OFFLINE=1 (system torch and Triton, nothing downloaded), then the GPU test files;
+    exits when any of them fails (or none ran): timings of failing kernels are not published."""
     subprocess.run(["make", "OFFLINE=1", ".venv/.installed"], cwd=ROOT, check=True)
     command = [str(VENV_PYTHON), "-m", "pytest", "-q", "-m", markers, *GPU_TESTS]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     print(run.stdout[-3000:], run.stderr[-2000:], sep="\n")
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else "no output"
+    if run.returncode != 0:
+        raise SystemExit(f"the GPU tests did not pass ({summary}); no timings recorded")
     return {"command": " ".join(command[1:]), "returncode": run.returncode, "summary": summary}
 
 
@@ -95,7 +102,8 @@ def run_timings(args: argparse.Namespace, tests: dict[str, object] | None) -> No
     if tests is not None:
         result["tests"] = tests
     for name in args.sections:
-        run = {"triton": triton_section, "cuda": cuda_section, "e2e": end_to_end_section, "training": training_section}
+        run = {"triton": triton_section, "cuda": cuda_section, "e2e": end_to_end_section, "canary": canary_section,
+               "training": training_section}  # fmt: skip
         section = run[name](args.quick)
         section["command"] = f"python3 bench/bench_gpu.py --sections {name}" + (" --quick" if args.quick else "")
         result[name] = section
@@ -123,6 +131,29 @@ def print_table(rows: list[dict[str, object]], columns: list[tuple[str, str, str
     print("|" + "---:|" * len(columns))
     for row in rows:
         print("| " + " | ".join(fmt.format(row[key]) for _, key, fmt in columns) + " |")
+
+
+def checked(label: str, kernel, reference, tolerance: float):
+    """Run `kernel()` once and compare what it returns (a Gram, whose lower triangle counts, or
+    a number) with `reference`: the relative error must be within `tolerance`, else the
+    benchmark stops here. Returns `kernel` for timing."""
+    import torch
+
+    out = kernel()
+    if isinstance(out, torch.Tensor):
+        lower = torch.tril(torch.ones_like(reference, dtype=torch.bool))
+        error = float((out.double() - reference)[lower].norm() / reference[lower].norm())
+    else:
+        error = abs(float(out) - float(reference)) / abs(float(reference))
+    if not error <= tolerance:  # NaN fails too
+        raise SystemExit(f"{label}: relative error {error:.2e} against float64 exceeds {tolerance:.0e}; stopping")
+    return kernel
+
+
+def float64_gram(z):
+    """ZᵀZ of exactly the values in z, in float64 on z's device (the reference)."""
+    zd = z.double()
+    return zd.T @ zd
 
 
 def median_ms(fn) -> float:
@@ -165,11 +196,22 @@ def triton_section(quick: bool) -> dict[str, object]:
         for dim in dims:
             for kind, (dtype, precision, tf32) in kinds.items():
                 z = torch.randn(rows, dim, device="cuda").to(dtype)
+                reference = float64_gram(z)
+                tolerance = 1e-2 if precision == "tf32" else 1e-3
                 state = torch.zeros(dim, dim, dtype=torch.float64, device="cuda")
+
+                def once(z=z, s=state, p=precision):
+                    s.zero_()
+                    syrk_update(z, s, input_precision=p)
+                    return s
+
+                checked(f"Triton SYRK {kind} N={rows} D={dim}", once, reference, tolerance)
                 triton_ms = median_ms(lambda z=z, s=state, p=precision: syrk_update(z, s, input_precision=p))
                 torch.backends.cuda.matmul.allow_tf32 = tf32
-                mm_ms = median_ms(lambda z=z: torch.mm(z.T, z))
+                mm = checked(f"torch.mm {kind} N={rows} D={dim}", lambda z=z: torch.mm(z.T, z), reference, tolerance)
+                mm_ms = median_ms(mm)
                 torch.backends.cuda.matmul.allow_tf32 = False
+                del reference
                 useful = rows * dim * (dim + 1)  # 2 x the triangle's multiply-adds
                 rows_out.append({
                     "rows": rows, "dim": dim, "kind": kind, "triton_ms": triton_ms, "torch_mm_ms": mm_ms,
@@ -221,15 +263,27 @@ def cuda_section(quick: bool) -> dict[str, object]:
     rows_out = []
     for dim in dims:
         z = torch.randn(rows, dim, device="cuda")
+        reference = float64_gram(z)
         state = torch.zeros(dim, dim, dtype=torch.float64, device="cuda")
         entry: dict[str, object] = {"rows": rows, "dim": dim, "input": "float32"}
         for variant in variants:
+
+            def once(z=z, s=state, v=variant):
+                s.zero_()
+                cuda.syrk_update(z, s, variant=v)
+                return s
+
+            checked(f"CUDA SYRK {variant} D={dim}", once, reference, 1e-12)
             entry[f"cuda_{variant}_ms"] = median_ms(lambda z=z, s=state, v=variant: cuda.syrk_update(z, s, variant=v))
-        best = variants[0]
+        best = min(variants, key=lambda v: entry[f"cuda_{v}_ms"])  # the fastest, by its time
         entry["cuda_variant"] = best
+        entry["cuda_auto_variant"] = cuda.syrk_update(z[:1], state)[0]  # what variant="auto" runs
         entry["cuda_ms"] = entry[f"cuda_{best}_ms"]
-        entry["torch_float64_route_ms"] = median_ms(lambda z=z: float64_route(z))
-        entry["torch_mm_fp32_ms"] = median_ms(lambda z=z: torch.mm(z.T, z))
+        route = checked(f"float64 route D={dim}", lambda z=z: float64_route(z), reference, 1e-12)
+        entry["torch_float64_route_ms"] = median_ms(route)
+        mm = checked(f"torch.mm fp32 D={dim}", lambda z=z: torch.mm(z.T, z), reference, 1e-3)
+        entry["torch_mm_fp32_ms"] = median_ms(mm)
+        del reference
         entry["speedup_vs_float64_route"] = entry["torch_float64_route_ms"] / entry["cuda_ms"]
         entry["speedup_vs_torch_mm_fp32"] = entry["torch_mm_fp32_ms"] / entry["cuda_ms"]
         entry["cuda_useful_tflops"] = rows * dim * (dim + 1) / entry["cuda_ms"] / 1e9
@@ -244,7 +298,8 @@ def cuda_section(quick: bool) -> dict[str, object]:
         torch.cuda.empty_cache()
 
     print_table(rows_out, [
-        ("N", "rows", "{}"), ("D", "dim", "{}"), (f"CUDA exact ms ({variants[0]})", "cuda_ms", "{:.2f}"),
+        ("N", "rows", "{}"), ("D", "dim", "{}"), ("fastest variant", "cuda_variant", "{}"),
+        ("CUDA exact ms", "cuda_ms", "{:.2f}"),
         ("float64 route ms", "torch_float64_route_ms", "{:.2f}"), ("x", "speedup_vs_float64_route", "{:.2f}"),
         ("fp32 torch.mm ms", "torch_mm_fp32_ms", "{:.2f}"), ("x", "speedup_vs_torch_mm_fp32", "{:.2f}"),
         ("useful TFLOP/s", "cuda_useful_tflops", "{:.1f}"), ("eigvalsh ms", "eigvalsh_fp64_ms", "{:.1f}"),
@@ -271,11 +326,16 @@ def end_to_end_section(quick: bool) -> dict[str, object]:
     rows_out = []
     for dim in [1024, 2048, 4096] if not quick else [1024, 2048]:
         z = torch.randn(25600, dim, device="cuda")
+        reference = rf.metrics.rankme(torch.linalg.svdvals(z.double()).cpu().numpy())
+        fast = checked(f"rf.rankme fast D={dim}", lambda z=z: rf.rankme(z, precision="fast"), reference, 1e-3)
+        exact = checked(f"rf.rankme exact D={dim}", lambda z=z: rf.rankme(z, precision="exact"), reference, 1e-9)
+        svd = lambda z=z: torch.linalg.svdvals(z.float())  # noqa: E731
+        checked(f"svdvals fp32 D={dim}", lambda s=svd: rf.metrics.rankme(s().double().cpu().numpy()), reference, 1e-3)
         entry = {
             "rows": 25600, "dim": dim,
-            "rankme_fast_ms": median_ms(lambda z=z: rf.rankme(z, precision="fast")),
-            "rankme_exact_ms": median_ms(lambda z=z: rf.rankme(z, precision="exact")),
-            "svdvals_fp32_ms": median_ms(lambda z=z: torch.linalg.svdvals(z.float())),
+            "rankme_fast_ms": median_ms(fast),
+            "rankme_exact_ms": median_ms(exact),
+            "svdvals_fp32_ms": median_ms(svd),
         }  # fmt: skip
         entry["fast_speedup_vs_svdvals"] = entry["svdvals_fp32_ms"] / entry["rankme_fast_ms"]
         entry["exact_speedup_vs_svdvals"] = entry["svdvals_fp32_ms"] / entry["rankme_exact_ms"]
@@ -289,6 +349,36 @@ def end_to_end_section(quick: bool) -> dict[str, object]:
         "acceptance": {"fast_rankme_speedup_vs_svdvals_D=2048": at_2048[0]["fast_speedup_vs_svdvals"]},
         "targets": {"fast rankme vs svdvals": 20},
     }
+
+
+def canary_section(quick: bool) -> dict[str, object]:
+    """Seconds each GPU backend's first-use self-check takes, per dtype and precision: first
+    in this process (Triton compiles the kernel for the check's shape then) and once more with
+    the kernel compiled (the check alone)."""
+    import torch
+
+    from rankme_fast._inputs import as_matrix, torch_dtype
+    from rankme_fast.backends import _REGISTRY, canary
+
+    device = torch.device("cuda")
+    rows_out = []
+    for name in ("cuda", "triton", "triton-deterministic"):
+        backend = _REGISTRY[name]
+        for precision in ("exact", "fast"):
+            for dtype in ("float64", "float32", "float16", "bfloat16"):
+                matrix = as_matrix(torch.zeros(2, 2, device=device, dtype=torch_dtype(dtype)))
+                if backend.unavailable_reason(matrix, precision) is not None:
+                    continue
+                entry: dict[str, object] = {"backend": name, "precision": precision, "dtype": dtype}
+                for run in ("first_s", "compiled_s"):
+                    canary.forget()
+                    entry["verdict"] = canary.verdict(backend, device, dtype, precision) or "passed"
+                    entry[run] = canary.seconds_spent[(name, str(device), dtype, precision)]
+                rows_out.append(entry)
+    print_table(rows_out, [("backend", "backend", "{}"), ("precision", "precision", "{}"), ("dtype", "dtype", "{}"),
+                           ("first s", "first_s", "{:.3f}"), ("compiled s", "compiled_s", "{:.4f}"),
+                           ("verdict", "verdict", "{}")])  # fmt: skip
+    return {"self_checks": rows_out}
 
 
 if __name__ == "__main__":

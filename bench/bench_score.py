@@ -49,15 +49,31 @@ def make_corpus(directory: Path, gib: float, dim: int) -> list[Path]:
     for index in range(shards):
         path = directory / f"shard{index:03d}.npy"
         paths.append(path)
-        if path.exists() and path.stat().st_size > rows_per_shard * 2 * dim:
-            continue
         header = {"descr": "<f2", "fortran_order": False, "shape": (rows_per_shard, dim)}
+        if reusable_shard(path, header):
+            continue
         with open(path, "wb") as handle:
             np.lib.format.write_array_header_1_0(handle, header)
             for start in range(0, rows_per_shard, 1 << 15):
                 rows = min(1 << 15, rows_per_shard - start)
                 handle.write((rng.standard_normal((rows, dim), dtype=np.float32) * scale).astype(np.float16).tobytes())
     return paths
+
+
+def reusable_shard(path: Path, header: dict) -> bool:
+    """True when `path` is a whole .npy shard of exactly this header (shape, dtype, order): a
+    shard from another D or dtype, or one cut short, is written again."""
+    from rankme_fast.io.numpy_files import read_npy_header
+
+    try:
+        with open(path, "rb") as handle:
+            shape, fortran, dtype = read_npy_header(handle)
+            data_start = handle.tell()
+    except (OSError, ValueError):
+        return False
+    if (shape, fortran, dtype.str) != (header["shape"], header["fortran_order"], header["descr"]):
+        return False
+    return path.stat().st_size == data_start + int(np.prod(shape)) * dtype.itemsize
 
 
 def drop_page_cache() -> bool:

@@ -1,8 +1,15 @@
 """Turns what users pass (torch tensors or numpy arrays of shape (..., D)) into a checked 2-D
-`Matrix` view, without copying when the input is already 2-D, and with clear errors."""
+`Matrix`, with clear errors.
+
+A `Matrix` is what kernels may read by address: its data holds native-endian values of a
+supported dtype at an aligned address, with strides that are whole multiples of the item size.
+Input that already is so is kept as a view (no copy); anything else (another byte order, a
+packed record field, a byte-offset buffer) is copied once into such an array, and the Matrix
+owns that copy, so it lives as long as the Matrix that a kernel call is given."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +28,17 @@ _TORCH_BY_NAME = {name: dtype for dtype, name in _TORCH_DTYPES.items()}
 
 @dataclass(frozen=True)
 class Matrix:
-    """A checked (rows, cols) view of an input batch: torch tensor or numpy array."""
+    """A checked (rows, cols) input batch, torch tensor or numpy array, laid out so that C may
+    read it by address (see the module docstring); build it with `as_matrix`."""
 
     data: torch.Tensor | np.ndarray
     dtype: str
     device: torch.device
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, np.ndarray) and not (self.data.dtype.isnative and self.data.flags.aligned):
+            got = f"{self.data.dtype.str} with strides {self.data.strides}"
+            raise ValueError(f"a Matrix needs native-endian, aligned data; got {got}")
 
     @property
     def rows(self) -> int:
@@ -36,15 +49,19 @@ class Matrix:
         return int(self.data.shape[1])
 
     def torch(self) -> torch.Tensor:
-        """The data as a torch tensor (zero-copy where torch can alias the numpy buffer)."""
+        """The data as a torch tensor (zero-copy where torch can alias the numpy buffer; the
+        tensor is only read, so a read-only array such as a broadcast view is fine)."""
         if isinstance(self.data, torch.Tensor):
             return self.data
         array = self.data
-        if any(s < 0 for s in array.strides):
-            array = np.ascontiguousarray(array)
+        if any(s < 0 or s % array.itemsize for s in array.strides):  # torch.from_numpy takes neither
+            array = array.copy()  # (not ascontiguousarray: it keeps any stride of a length-1 axis)
         if self.dtype == "bfloat16":
-            return torch.from_numpy(array.view(np.uint16)).view(torch.bfloat16)
-        return torch.from_numpy(array)
+            array = array.view(np.uint16)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensor = torch.from_numpy(array)
+        return tensor.view(torch.bfloat16) if self.dtype == "bfloat16" else tensor
 
     def to(self, device: torch.device) -> Matrix:
         if device == self.device:
@@ -84,8 +101,29 @@ def as_matrix(batch: Any, *, name: str = "batch") -> Matrix:
     rows = int(np.prod(batch.shape[:-1]))
     if rows == 0:
         raise ValueError(f"{name} is empty (shape {tuple(batch.shape)}): there are no rows to add")
+    batch = _readable_array(batch) if isinstance(batch, np.ndarray) else _readable_tensor(batch)
     data = batch if batch.ndim == 2 else batch.reshape(rows, dim)
     return Matrix(data, dtype, device)
+
+
+def _readable_array(array: np.ndarray) -> np.ndarray:
+    """`array` itself when native-endian and aligned (address and strides multiples of the item
+    alignment), else one native-endian, C-contiguous copy: the byte swap and the gather of a
+    strided or packed layout done in the same pass."""
+    if array.dtype.isnative and array.flags.aligned:
+        return array
+    return array.astype(array.dtype.newbyteorder("="), order="C")  # always a fresh, aligned buffer
+
+
+def _readable_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` itself, unless it is a lazily negated view (its memory holds the other sign) or
+    starts at an address that is not a multiple of its item size (torch.frombuffer at a byte
+    offset): then one aligned copy."""
+    if tensor.is_neg():
+        tensor = tensor.resolve_neg()
+    if tensor.data_ptr() % tensor.element_size():
+        tensor = tensor.clone(memory_format=torch.contiguous_format)
+    return tensor
 
 
 def torch_dtype(name: str) -> torch.dtype:

@@ -31,6 +31,17 @@ _RANKME_METHODS = ("auto", "exact", "slq")
 SLQ_THRESHOLD = 32768
 
 
+class NonFiniteRowsError(ValueError):
+    """A batch holds rows with NaN or Inf and the policy is nonfinite="raise": nothing was added."""
+
+    def __init__(self, bad: int, rows: int) -> None:
+        super().__init__(
+            f"batch has {bad} of {rows} rows holding NaN or Inf; nothing was added "
+            "(pass nonfinite='drop' to skip such rows)"
+        )
+        self.bad, self.rows = bad, rows
+
+
 @dataclass(frozen=True)
 class GramState:
     """The float64 state of an accumulator, shared not copied: the Gram (or centred scatter)
@@ -278,10 +289,7 @@ class GramAccumulator:
         if bad == 0:
             return matrix
         if self.nonfinite == "raise":
-            raise ValueError(
-                f"batch has {bad} of {matrix.rows} rows holding NaN or Inf; nothing was added "
-                "(pass nonfinite='drop' to skip such rows)"
-            )
+            raise NonFiniteRowsError(bad, matrix.rows)
         keep = torch.isfinite(matrix.torch()).all(dim=1)
         return None if bad == matrix.rows else matrix.select_rows(keep)
 

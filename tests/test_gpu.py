@@ -221,3 +221,19 @@ def test_slq_estimate_and_lidar_run_on_the_gpu(rng):
     cpu_lidar = ClassScatterAccumulator(10).update(z, labels).lidar()
     gpu_lidar = ClassScatterAccumulator(10).update(z.cuda(), labels.cuda()).lidar()
     assert gpu_lidar == pytest.approx(cpu_lidar, rel=1e-9)
+
+
+@pytest.mark.parametrize(("name", "precision"), [("cuda", "exact"), ("cuda", "fast"), ("triton", "fast"),
+                                                 ("triton-deterministic", "fast")])  # fmt: skip
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_gpu_kernels_pass_their_first_use_self_check(name, precision, dtype):
+    from rankme_fast._inputs import as_matrix, dtype_name
+    from rankme_fast.backends import _REGISTRY, canary
+
+    backend = _REGISTRY[name]
+    reason = backend.unavailable_reason(as_matrix(torch.zeros(2, 2, dtype=dtype, device="cuda")), precision)
+    if reason is not None:
+        pytest.skip(reason)
+    canary.forget()
+    assert canary.verdict(backend, torch.device("cuda"), dtype_name(dtype), precision) is None
+    assert rf.available_backends(precision)[name] is None

@@ -205,6 +205,34 @@ def test_skip_bad_reports_and_scores_the_rest(tmp_path, z, capsys):
     assert "skipped" in capsys.readouterr().err
 
 
+def test_nonfinite_rows_name_the_flag_and_drop_skips_and_counts_them(tmp_path, z, capsys):
+    dirty = z.copy()
+    dirty[[7, 700, 1400], [0, 5, 23]] = [np.nan, np.inf, -np.inf]
+    np.save(tmp_path / "dirty.npy", dirty)
+    assert cli(["score", str(tmp_path / "dirty.npy"), "--no-progress", "--batch-rows", "500"]) == 1
+    error = capsys.readouterr().err
+    assert "dirty.npy: rows 0..499: 1 of 500 rows hold NaN or Inf" in error and "--nonfinite drop" in error
+    out = tmp_path / "out.json"
+    argv = ["score", str(tmp_path / "dirty.npy"), "--no-progress", "--nonfinite", "drop", "--per-file"]
+    assert cli([*argv, "--batch-rows", "500", "--json", str(out)]) == 0
+    assert "dropped 3 rows" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["rows"] == 1497 and result["dropped"] == 3 and result["files"][0]["dropped"] == 3
+    assert _close(result["metrics"]["rankme"], rf.rankme(np.delete(z, [7, 700, 1400], axis=0)))
+
+
+def test_big_endian_files_score_as_native(tmp_path, z):
+    h5py = pytest.importorskip("h5py")
+    big = z.astype(">f4")
+    np.save(tmp_path / "big.npy", big)
+    np.savez_compressed(tmp_path / "big.npz", embeddings=big.astype(">f2"))
+    with h5py.File(tmp_path / "big.h5", "w") as handle:
+        handle.create_dataset("embeddings", data=big.astype(">f8"))
+    assert _close(_score([tmp_path / "big.npy"], batch_rows=333), rf.rankme(z))
+    assert _close(_score([tmp_path / "big.npz"], batch_rows=333), rf.rankme(z.astype(np.float16)))
+    assert _close(_score([tmp_path / "big.h5"], batch_rows=333), rf.rankme(z.astype(np.float64)))
+
+
 def test_bad_options_are_refused(tmp_path):
     for options, message in [
         ({"metrics": ("rankme", "bogus")}, "metrics"),

@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import SPECTRA, make_embeddings, reference_rankme, relative_error, tolerance
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from layouts import held_inputs
 
 import rankme_fast as rf
 from rankme_fast.triton import interpreter_enabled, triton_installed
@@ -210,12 +213,50 @@ def test_exact_is_refused_with_a_reason():
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="needs a CUDA device")
-def test_auto_uses_triton_for_fast_cuda_input_and_torch_for_exact():
+def test_auto_uses_triton_for_fast_cuda_input_and_the_exact_kernel_for_exact():
     z = torch.randn(2000, 64, device="cuda")
     fast = rf.GramAccumulator(precision="fast").update(z)
     exact = rf.GramAccumulator(precision="exact").update(z)
     assert fast.last_backend == "triton"
-    assert exact.last_backend == "torch" and "triton" in exact.passed_over
+    # exact CUDA input: the float64 CUDA kernel where _C was built with it, else plain torch
+    assert exact.last_backend == ("cuda" if rf.available_backends()["cuda"] is None else "torch")
+    assert "triton" in exact.passed_over
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", INPUT_DTYPES, ids=str)
+def test_the_kernel_passes_its_first_use_self_check(dtype):
+    from rankme_fast.backends import canary
+
+    canary.forget()
+    acc = rf.GramAccumulator(precision="fast", backend="triton").update(torch.randn(300, 24, device=DEVICE).to(dtype))
+    assert acc.last_backend == "triton"
+    assert canary.verdict(rf.backends._REGISTRY["triton"], torch.device(DEVICE), acc_dtype(dtype), "fast") is None
+
+
+@needs_kernel
+def test_a_sabotaged_kernel_fails_its_self_check_and_is_skipped(monkeypatch):
+    from rankme_fast.backends import canary
+    from rankme_fast.triton import syrk as triton_syrk
+
+    real = triton_syrk.syrk_update
+    monkeypatch.setattr(triton_syrk, "syrk_update", lambda z, gram, **kw: real(z[:-1], gram, **kw))  # loses a row
+    monkeypatch.setattr(rf.backends, "_PREFERENCE", ("triton", "torch"))  # also for CPU tensors (interpreter)
+    canary.forget()
+    z = torch.randn(300, 24, device=DEVICE)
+    try:
+        with pytest.warns(RuntimeWarning, match="'triton' failed its self-check"):
+            acc = rf.GramAccumulator(precision="fast", backend="auto").update(z)
+        assert acc.last_backend != "triton" and "self-check" in acc.passed_over["triton"]
+        assert "self-check" in rf.available_backends("fast")["triton"]
+        with pytest.raises(ValueError, match="self-check"):
+            rf.GramAccumulator(precision="fast", backend="triton").update(z)
+    finally:
+        canary.forget()
+
+
+def acc_dtype(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 @pytest.mark.skipif(interpreter_enabled(), reason="compiles real GPU code: not under the interpreter")
@@ -247,3 +288,25 @@ def test_ahead_of_time_build_uses_tensor_cores(arch, instruction, tmp_path):
         cubin.write_bytes(kernel.asm["cubin"])
         sass = subprocess.run([str(nvdisasm), "-c", str(cubin)], capture_output=True, text=True, check=True).stdout
         assert "HGMMA" in sass
+
+
+# Whatever layout, byte order and leading dimensions the input has (tests/layouts.py), the Triton
+# backend gives the RankMe of a float64 SVD of the same values, in one call and in random splits.
+# Few examples: the interpreter runs every program in Python.
+@needs_kernel
+@settings(max_examples=max(6, settings().max_examples // 4))
+@given(
+    held=held_inputs(dtypes=tuple(str(d).removeprefix("torch.") for d in INPUT_DTYPES), max_rows=24, max_cols=10),
+    cuts=st.lists(st.integers(0, 30), max_size=3),
+)
+def test_any_input_through_the_triton_backend(held, cuts):
+    chunks = held.row_chunks(cuts)
+    if DEVICE == "cuda":  # GPU tensors of the same layouts
+        chunks = [torch.as_tensor(np.asarray(c, dtype=np.float32) if not isinstance(c, torch.Tensor) else c)
+                  .to(DEVICE) for c in chunks]  # fmt: skip
+    acc = rf.GramAccumulator(precision="fast", backend="triton")
+    for chunk in chunks:
+        acc.update(chunk)
+    assert acc.count == held.values.shape[0]
+    reference = reference_rankme(held.values)
+    assert relative_error(acc.rankme(), reference) <= tolerance(held.values, "fast"), held

@@ -1,11 +1,14 @@
 """Backend registry: picks the first backend, in order of preference, that supports an input,
-and says why each other one was passed over."""
+and says why each other one was passed over. A backend that asks for it (the GPU ones) is
+self-checked on its first batch of each (device, dtype, precision) and skipped where it fails
+(rankme_fast.backends.canary)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rankme_fast._inputs import Matrix, as_matrix
+from rankme_fast.backends import canary
 from rankme_fast.backends.base import PRECISIONS, Backend
 from rankme_fast.backends.cpu_backend import CpuBackend
 from rankme_fast.backends.cuda_backend import CudaBackend
@@ -44,13 +47,19 @@ def check_choice(backend: str, precision: str) -> None:
 def available_backends(precision: str = "exact") -> dict[str, str | None]:
     """Backend name -> None if usable on this machine at `precision`, else the reason it is not."""
     check_choice("auto", precision)
-    return {name: backend.unavailable_reason(None, precision) for name, backend in _REGISTRY.items()}
+    reasons = {}
+    for name, backend in _REGISTRY.items():
+        reason = backend.unavailable_reason(None, precision)
+        if reason is None and backend.verify_on_first_use:
+            reason = "; ".join(canary.failures(name, precision)) or None
+        reasons[name] = reason
+    return reasons
 
 
 def backend_reason(name: str, batch: Any, precision: str = "exact") -> str | None:
     """None when backend `name` can take `batch` at `precision`, else why it cannot."""
     check_choice(name, precision)
-    return _REGISTRY[name].unavailable_reason(as_matrix(batch), precision)
+    return _reason(_REGISTRY[name], as_matrix(batch), precision)
 
 
 def select_backend(matrix: Matrix, precision: str, requested: str = "auto") -> tuple[Backend, dict[str, str]]:
@@ -58,14 +67,22 @@ def select_backend(matrix: Matrix, precision: str, requested: str = "auto") -> t
     check_choice(requested, precision)
     if requested != "auto":
         backend = _REGISTRY[requested]
-        reason = backend.unavailable_reason(matrix, precision)
+        reason = _reason(backend, matrix, precision)
         if reason is not None:
             raise ValueError(f"backend {requested!r} cannot take this input: {reason}")
         return backend, {}
     passed_over: dict[str, str] = {}
     for name in _PREFERENCE:
-        reason = _REGISTRY[name].unavailable_reason(matrix, precision)
+        reason = _reason(_REGISTRY[name], matrix, precision)
         if reason is None:
             return _REGISTRY[name], passed_over
         passed_over[name] = reason
     raise RuntimeError(f"no backend accepts this input: {passed_over}")  # torch always does
+
+
+def _reason(backend: Backend, matrix: Matrix, precision: str) -> str | None:
+    """Why `backend` cannot take `matrix`, including a failed first-use self-check."""
+    reason = backend.unavailable_reason(matrix, precision)
+    if reason is None and backend.verify_on_first_use:
+        reason = canary.verdict(backend, matrix.device, matrix.dtype, precision)
+    return reason

@@ -15,6 +15,9 @@ PRECISIONS = ("exact", "fast")
 
 class Backend(Protocol):
     name: str
+    # True for kernels the test suite may not have run on the hardware at hand (GPU kernels):
+    # the registry self-checks them on first use (rankme_fast.backends.canary)
+    verify_on_first_use: bool
 
     def unavailable_reason(self, matrix: Matrix | None, precision: str) -> str | None:
         """None when this backend can take `matrix` (or any input, when None), else why not."""

@@ -3,7 +3,6 @@ place (any strides), fuses the cast and the centring shift, and sums in float64.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from rankme_fast._inputs import Matrix
@@ -14,6 +13,7 @@ _KERNELS = ("auto", "blas", "tiled")
 
 class CpuBackend:
     name = "cpu"
+    verify_on_first_use = False
 
     def __init__(self, kernel: str = "auto") -> None:
         if kernel not in _KERNELS:
@@ -52,14 +52,12 @@ def _kernel_code(kernel: str) -> int:
 
 
 def _view(matrix: Matrix) -> tuple[int, int, int, int, int, int]:
-    """(address, dtype code, rows, cols, row stride, col stride) with strides in elements."""
+    """(address, dtype code, rows, cols, row stride, col stride), strides in elements. The
+    address is matrix.data's own (a Matrix holds native-endian, aligned data with whole-element
+    strides), so it stays valid while the caller holds `matrix`: no copy is made here."""
     data = matrix.data
     if isinstance(data, torch.Tensor):
         address, strides = data.data_ptr(), data.stride()
     else:
-        itemsize = data.itemsize
-        if any(s % itemsize for s in data.strides):  # a byte-strided view: make it regular
-            data = np.ascontiguousarray(data)
-        address = data.__array_interface__["data"][0]
-        strides = tuple(s // itemsize for s in data.strides)
+        address, strides = data.ctypes.data, tuple(s // data.itemsize for s in data.strides)
     return address, getattr(native, f"DTYPE_{matrix.dtype.upper()}"), matrix.rows, matrix.cols, strides[0], strides[1]

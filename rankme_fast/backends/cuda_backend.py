@@ -13,6 +13,7 @@ from rankme_fast.backends.torch_backend import TorchBackend
 
 class CudaBackend:
     name = "cuda"
+    verify_on_first_use = True
 
     def __init__(self) -> None:
         self._reductions = TorchBackend()

@@ -13,6 +13,7 @@ _CHUNK_ELEMENTS = 1 << 24  # about 128 MB of float64 per chunk
 
 class TorchBackend:
     name = "torch"
+    verify_on_first_use = False
 
     def unavailable_reason(self, matrix: Matrix | None, precision: str) -> str | None:
         return None

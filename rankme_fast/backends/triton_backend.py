@@ -14,6 +14,8 @@ _INPUT_DTYPES = ("float32", "float16", "bfloat16")
 
 
 class TritonBackend:
+    verify_on_first_use = True
+
     def __init__(self, *, deterministic: bool = False) -> None:
         self.deterministic = deterministic
         self.name = "triton-deterministic" if deterministic else "triton"

@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from rankme_fast.io.source import BadFileError, Rows, Source, check_shape, choose_name
+from rankme_fast.io.source import BadFileError, Rows, Source, check_shape, choose_name, swapped_to_native
 
 _DIRECT_ALIGN = 4096  # a multiple of any block size direct reads need
 
@@ -84,7 +84,7 @@ class NpySource(Source):
         wanted = (stop - start) * self.dim * self.itemsize
         if data.size < wanted:  # the file shrank since it was opened
             raise BadFileError(self.path, f"truncated at row {start + data.size // (self.dim * self.itemsize)}")
-        return data[:wanted].view(self._numpy_dtype).reshape(stop - start, self.dim)
+        return swapped_to_native(data[:wanted].view(self._numpy_dtype).reshape(stop - start, self.dim))
 
     def prefetch(self, start: int, stop: int) -> None:
         stop = min(stop, self.rows)
@@ -119,6 +119,17 @@ def _read_into(fd: int, buffer: np.ndarray, offset: int) -> int:
     while done < buffer.size:
         got = os.preadv(fd, [buffer[done:]], offset + done)
         if got == 0:
+            break
+        done += got
+    return done
+
+
+def _read_stream_into(stream: BinaryIO, buffer: np.ndarray) -> int:
+    """Fill `buffer` from a file-like stream; the byte count, short only at its end."""
+    view, done = memoryview(buffer), 0
+    while done < buffer.size:
+        got = stream.readinto(view[done:])
+        if not got:
             break
         done += got
     return done
@@ -162,14 +173,15 @@ class NpzMemberSource(Source):
         row_bytes = self.dim * self.itemsize
         if start != self._next_row:
             self._stream.seek(self._data_start + start * row_bytes)
+        buffer = np.empty((stop - start) * row_bytes, dtype=np.uint8)  # private: swapped in place if need be
         try:
-            raw = self._stream.read((stop - start) * row_bytes)
+            done = _read_stream_into(self._stream, buffer)
         except (OSError, zipfile.BadZipFile, EOFError) as error:
             raise BadFileError(self.path, f"array {self.key!r} is corrupt ({error})") from error
-        if len(raw) != (stop - start) * row_bytes:
-            raise BadFileError(self.path, f"array {self.key!r} is truncated at row {start + len(raw) // row_bytes}")
+        if done != buffer.size:
+            raise BadFileError(self.path, f"array {self.key!r} is truncated at row {start + done // row_bytes}")
         self._next_row = stop
-        return np.frombuffer(raw, dtype=self._numpy_dtype).reshape(stop - start, self.dim)
+        return swapped_to_native(buffer.view(self._numpy_dtype).reshape(stop - start, self.dim))
 
     def close(self) -> None:
         self._stream.close()

@@ -54,6 +54,14 @@ class Source(ABC):
         """Free what the source holds open."""
 
 
+def swapped_to_native(values: np.ndarray) -> np.ndarray:
+    """`values` in native byte order. A reader calls this on a buffer it owns: the bytes are
+    swapped in place, so a big-endian file costs no second copy of its rows."""
+    if values.dtype.isnative:
+        return values
+    return values.byteswap(inplace=True).view(values.dtype.newbyteorder("="))
+
+
 def rows_of_slab(read_first_axis, shape: tuple[int, ...], start: int, stop: int) -> Rows:
     """Rows [start, stop) of an array of `shape` flattened to (rows, D), reading whole indices
     of its first axis with `read_first_axis(a, b)` (each index holds prod(shape[1:-1]) rows)."""

@@ -46,14 +46,17 @@ class Hdf5Source(Source):
         names: list[str] = []
         self._file.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
         self.key = choose_name(path, names, key, "dataset")
-        self._dataset = self._file[self.key]
-        dtype = self._dataset.dtype
+        dataset = self._file[self.key]
+        dtype = dataset.dtype
+        # HDF5 converts another byte order while it reads (no second pass over the rows)
+        self._dataset = dataset if dtype.isnative else dataset.astype(dtype.newbyteorder("="))
+        self._shape = dataset.shape
         self.dtype, self.itemsize = dtype.name, dtype.itemsize
-        self.rows, self.dim = check_shape(path, self._dataset.shape, self.dtype, f"dataset {self.key!r}")
+        self.rows, self.dim = check_shape(path, self._shape, self.dtype, f"dataset {self.key!r}")
 
     def read(self, start: int, stop: int) -> Rows:
         try:
-            return rows_of_slab(lambda a, b: self._dataset[a:b], self._dataset.shape, start, stop)
+            return rows_of_slab(lambda a, b: self._dataset[a:b], self._shape, start, stop)
         except OSError as error:
             raise BadFileError(self.path, f"dataset {self.key!r} could not be read ({error})") from error
 

@@ -23,6 +23,8 @@ def add_parser(commands: Any) -> None:
     score.add_argument("--centered", action="store_true", help="spectrum of the covariance instead of ZᵀZ")
     score.add_argument("--precision", default="exact", choices=["exact", "fast"])
     score.add_argument("--backend", default="auto")
+    score.add_argument("--nonfinite", default="raise", choices=["raise", "drop"],
+                       help="rows with NaN or Inf: stop, naming the file (raise), or skip and count them")  # fmt: skip
     score.add_argument("--batch-rows", type=int, help="rows per batch (default: 16 MiB of input)")
     score.add_argument("--max-rows", type=int, help="score only the first N rows (in file order)")
     score.add_argument("--metrics", default="rankme", help=f"comma-separated, of {', '.join(METRIC_NAMES)}")
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = ScoreOptions(
         key=args.key, column=args.column, centered=args.centered, precision=args.precision, backend=args.backend,
-        batch_rows=args.batch_rows, max_rows=args.max_rows, eps=args.eps,
+        nonfinite=args.nonfinite, batch_rows=args.batch_rows, max_rows=args.max_rows, eps=args.eps,
         metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
         per_file=args.per_file, skip_bad=args.skip_bad, checkpoint=args.checkpoint,
         checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
@@ -78,9 +80,11 @@ def _print(result: Any, per_file: bool) -> None:
         + f"  time {result.seconds:.2f} s  {result.rows_per_second:,.0f} rows/s"
         + f"  {result.bytes / max(result.seconds, 1e-9) / 1e6:,.0f} MB/s  backend {result.backend}"
         + f"  processes {result.processes}"
+        + (f"  dropped {result.dropped:,} rows holding NaN/Inf" if result.dropped else "")
         + (f"  resumed at row {result.resumed_from_row:,}" if result.resumed_from_row else "")
     )  # fmt: skip
     if per_file:
         for report in result.files:
             shown = report.error or "  ".join(f"{k} {v:.6f}" for k, v in (report.metrics or {}).items())
-            print(f"  {report.path}  rows {report.rows:,}  {shown}")
+            dropped = f"  dropped {report.dropped:,}" if report.dropped else ""
+            print(f"  {report.path}  rows {report.rows:,}{dropped}  {shown}")

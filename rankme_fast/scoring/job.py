@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from rankme_fast._inputs import torch_dtype
-from rankme_fast.accumulate import GramAccumulator
+from rankme_fast.accumulate import GramAccumulator, NonFiniteRowsError
 from rankme_fast.integrations.capping import local_share
 from rankme_fast.integrations.distributed import world
 from rankme_fast.io import BadFileError, Source, expand_paths, open_source
@@ -40,6 +40,7 @@ class ScoreOptions:
     centered: bool = False
     precision: str = "exact"
     backend: str = "auto"
+    nonfinite: str = "raise"  # or "drop": rows with NaN/Inf are skipped and counted
     batch_rows: int | None = None  # None: 16 MiB of rows
     max_rows: int | None = None  # over all processes, the first rows in file order
     metrics: tuple[str, ...] = ("rankme",)
@@ -60,6 +61,7 @@ class FileReport:
     dtype: str | None
     metrics: dict[str, float] | None = None
     error: str | None = None
+    dropped: int = 0  # rows holding NaN or Inf, skipped under nonfinite="drop"
 
 
 @dataclass
@@ -73,6 +75,7 @@ class ScoreResult:
     processes: int
     files: list[FileReport] = field(default_factory=list)
     resumed_from_row: int = 0
+    dropped: int = 0  # rows holding NaN or Inf, skipped under nonfinite="drop"
 
     @property
     def rows_per_second(self) -> float:
@@ -107,7 +110,11 @@ class _Job:
         self.rank, self.world = rank, world
         self.cap = local_share(options.max_rows)
         self.new_accumulator = functools.partial(
-            GramAccumulator, centered=options.centered, precision=options.precision, backend=options.backend
+            GramAccumulator,
+            centered=options.centered,
+            precision=options.precision,
+            backend=options.backend,
+            nonfinite=options.nonfinite,
         )
         self.total, self.current = self.new_accumulator(), self.new_accumulator()
         self.position = (0, 0)  # (file, row): everything before it is in total + current
@@ -161,14 +168,20 @@ class _Job:
     def _add(self, file: int, first: int, rows: Any, source: Source) -> None:
         take = len(rows) if self.cap is None else min(len(rows), self.cap - self.rows)
         rows = rows[:take]
+        before = self.current.count
         try:
             self.current.update(rows)
-        except ValueError as error:  # non-finite rows: the file is bad
-            bad = BadFileError(self.files[file], f"rows {first}..{first + take - 1}: {error}")
+        except ValueError as error:  # non-finite rows (under nonfinite="raise"): the file is bad
+            problem = str(error)
+            if isinstance(error, NonFiniteRowsError):
+                problem = (f"{error.bad} of {error.rows} rows hold NaN or Inf; nothing of this file was added "
+                           "(--nonfinite drop skips such rows)")  # fmt: skip
+            bad = BadFileError(self.files[file], f"rows {first}..{first + take - 1}: {problem}")
             if not self.options.skip_bad:
                 raise bad from error
             self._skip(file, bad)
             return
+        self.reports[file].dropped += take - (self.current.count - before)
         self.backend = self.current.last_backend
         self.rows += take
         self.bytes += take * source.dim * source.itemsize
@@ -176,8 +189,9 @@ class _Job:
 
     def _skip(self, file: int, error: BadFileError) -> None:
         """Forget a file found bad while reading: nothing of it stays in the state."""
-        self.rows -= self.current.count
+        self.rows -= self.current.count + self.reports[file].dropped
         self.current = self.new_accumulator()
+        self.reports[file].dropped = 0
         self.reports[file].error = error.problem
         self.reports[file].metrics = None
         _warn(f"skipped {error}")
@@ -203,7 +217,8 @@ class _Job:
         files = [(path, os.stat(path).st_size) for path in self.files]
         return {
             "files": files, "key": o.key, "column": o.column, "centered": o.centered, "precision": o.precision,
-            "batch_rows": self.batch_rows, "max_rows": o.max_rows, "rank": self.rank, "world": self.world,
+            "nonfinite": o.nonfinite, "batch_rows": self.batch_rows, "max_rows": o.max_rows, "rank": self.rank,
+            "world": self.world,
         }
 
     def _save(self) -> None:
@@ -252,7 +267,7 @@ class _Job:
         assert self.total.dim is not None
         return ScoreResult(
             metrics, self.total.count, self.total.dim, scored_bytes, seconds, self.backend, self.world,
-            reports, self.resumed_from_row,
+            reports, self.resumed_from_row, sum(r.dropped for r in reports),
         )
 
     def _progress_bar(self) -> Any:
@@ -288,7 +303,9 @@ def _survey(files: list[str], options: ScoreOptions) -> list[FileReport]:
 
 
 def _check(options: ScoreOptions) -> None:
-    GramAccumulator(centered=options.centered, precision=options.precision, backend=options.backend)
+    GramAccumulator(
+        centered=options.centered, precision=options.precision, backend=options.backend, nonfinite=options.nonfinite
+    )
     unknown = [m for m in options.metrics if m not in METRIC_NAMES]
     if unknown or not options.metrics:
         raise ValueError(f"metrics must be among {', '.join(METRIC_NAMES)}; got {list(options.metrics)}")
