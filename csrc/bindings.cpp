@@ -40,8 +40,48 @@ PYBIND11_MODULE(_C, m) {
   m.attr("KERNEL_TILED") = static_cast<int>(RF_KERNEL_TILED);
   m.attr("cuda_compiled") = rf_cuda_compiled() != 0;
   m.attr("blas") = rf_cpu_has_blas() ? py::cast(std::string(rf_cpu_blas_name())) : py::none();
-  m.attr("tiled_simd") = std::string(rf_cpu_tiled_simd());
-  m.attr("auto_kernel") = rf_cpu_auto_kernel() == RF_KERNEL_BLAS ? "blas" : "tiled";
+  m.def("tiled_simd", []() { return std::string(rf_cpu_tiled_simd()); },
+        "Vector width of the tiled kernel in use: avx512bf16, avx512, avx2 or sse2.");
+  m.def("auto_kernel", []() { return rf_cpu_auto_kernel() == RF_KERNEL_BLAS ? "blas" : "tiled"; },
+        "The CPU kernel backend='cpu' runs: 'tiled' when vectorised, else 'blas'.");
+  m.def("cpu_features", []() { return std::string(rf_cpu_features()); },
+        "What cpuid and the OS (XCR0, Linux AMX permission) report, as space-separated names.");
+  m.def("cpu_isa", []() { return std::string(rf_cpu_isa()); }, "The instruction-set variant in use.");
+  m.def(
+      "cpu_isa_variants",
+      []() {
+        py::dict variants;
+        for (int i = 0; i < rf_cpu_isa_count(); ++i) variants[rf_cpu_isa_name(i)] = rf_cpu_isa_runs_here(i) != 0;
+        return variants;
+      },
+      "Compiled instruction-set variants -> whether each can run here, in ascending order.");
+  m.def(
+      "select_cpu_isa",
+      [](const std::string& name) {
+        char err[512] = {0};
+        if (rf_cpu_select_isa(name.c_str(), err, sizeof err) != 0) throw py::value_error(err);
+      },
+      py::arg("name"), "Use this instruction-set variant from now on (ValueError if it cannot run here).");
+  m.def(
+      "cpu_peak_gflops",
+      [](const std::string& name, const std::string& kind, double seconds) {
+        const int32_t code = kind == "fp64" ? 0 : kind == "fp32" ? 1 : kind == "bf16" ? 2 : -1;
+        if (code < 0) throw py::value_error("kind must be 'fp64', 'fp32' or 'bf16'");
+        for (int i = 0; i < rf_cpu_isa_count(); ++i) {
+          if (name != rf_cpu_isa_name(i)) continue;
+          double rate;
+          {
+            py::gil_scoped_release release;
+            rate = rf_cpu_isa_peak_gflops(i, code, seconds);
+          }
+          if (rate < 0) throw py::value_error("variant " + name + " cannot run on this CPU");
+          return rate;
+        }
+        throw py::value_error("unknown variant " + name);
+      },
+      py::arg("variant"), py::arg("kind"), py::arg("seconds") = 0.5,
+      "GFLOP/s of a variant's multiply-add unit on independent chains, all OpenMP threads busy "
+      "(0.0 when the variant has no instruction of that kind).");
 #ifdef _OPENMP
   m.attr("openmp") = true;
   m.def("openmp_max_threads", []() { return omp_get_max_threads(); });

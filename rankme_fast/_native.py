@@ -2,12 +2,14 @@
 
 OpenBLAS from the scipy-openblas32 wheel is preloaded by path first, so the extension finds
 it wherever site-packages lives. Without _C the package still works on the torch backend
-and says so once, in one line.
+and says so once, in one line. RANKME_FAST_CPU_ISA=baseline|avx2|avx512|avx512bf16 forces
+the tiled kernel's instruction set (an error at import if this CPU cannot run it).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -33,6 +35,13 @@ def _load() -> tuple[ModuleType | None, str | None]:
 
 
 native, native_error = _load()
+
+if native is not None and os.environ.get("RANKME_FAST_CPU_ISA"):
+    # a deliberate choice: refused loudly (ValueError naming what this CPU has), never ignored
+    try:
+        native.select_cpu_isa(os.environ["RANKME_FAST_CPU_ISA"])
+    except ValueError as error:
+        raise ValueError(f"RANKME_FAST_CPU_ISA={os.environ['RANKME_FAST_CPU_ISA']}: {error}") from None
 
 if native is None:
     warnings.warn(

@@ -87,6 +87,7 @@ class GramAccumulator:
         self._mean: torch.Tensor | None = None
         self._count = 0
         self.last_backend: str | None = None
+        self.last_kernel: str | None = None  # e.g. 'tiled-avx512bf16': the variant that backend ran
         self.passed_over: dict[str, str] = {}
 
     # -- read-only views ------------------------------------------------------------------
@@ -138,7 +139,7 @@ class GramAccumulator:
             batch_mean = backend.column_mean(matrix).to(device)
             backend.add_gram(matrix, self._gram, batch_mean, self.precision)
             self._combine_means(matrix.rows, batch_mean)
-        self.last_backend, self.passed_over = backend.name, passed_over
+        self.last_backend, self.last_kernel, self.passed_over = backend.name, backend.kernel_in_use(), passed_over
         return self
 
     def merge(self, other: GramAccumulator) -> GramAccumulator:

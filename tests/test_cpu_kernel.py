@@ -1,5 +1,6 @@
-"""The C++ kernel itself: one triangle only, every stride and dtype read in place, casts exact
-at the extremes of each dtype, and the tile grid covering odd sizes."""
+"""The C++ kernel itself, BLAS route and every instruction-set variant of the tiled kernel that
+this CPU can run: one triangle only, every stride and dtype read in place, casts exact at the
+extremes of each dtype, the tile grid covering odd sizes, and the run-time dispatch."""
 
 from __future__ import annotations
 
@@ -9,17 +10,23 @@ import torch
 
 import rankme_fast as rf
 from rankme_fast._inputs import as_matrix
-from rankme_fast.backends.cpu_backend import CpuBackend
+from rankme_fast.backends.cpu_backend import CpuBackend, cpu_info, instruction_set
 
 pytestmark = pytest.mark.skipif(rf._C is None, reason="rankme_fast._C is not built")
-KERNELS = ["blas", "tiled"] if rf._C is not None and rf._C.blas else ["tiled"]
+# Every instruction set this CPU can run, so each compiled variant is tested where it can be.
+ISAS = [name for name, runs in cpu_info()["variants"].items() if runs] if rf._C is not None else []
+KERNELS = (["blas"] if rf._C is not None and rf._C.blas else []) + [f"tiled-{isa}" for isa in ISAS]
 
 
 def _gram(z, kernel, precision="exact", shift=None):
     matrix = as_matrix(z)
     # zero lower triangle, poisoned upper one: the kernel must leave the 7.0s alone
     gram = torch.triu(torch.full((matrix.cols, matrix.cols), 7.0, dtype=torch.float64), 1)
-    CpuBackend(kernel).add_gram(matrix, gram, shift, precision)
+    if kernel == "blas":
+        CpuBackend("blas").add_gram(matrix, gram, shift, precision)
+    else:
+        with instruction_set(kernel.removeprefix("tiled-")):
+            CpuBackend("tiled").add_gram(matrix, gram, shift, precision)
     return gram
 
 
@@ -124,21 +131,87 @@ def test_kernels_agree_with_each_other(rng):
         torch.testing.assert_close(other, results[0], rtol=1e-13, atol=1e-10)
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("precision", ["exact", "fast"])
 @pytest.mark.parametrize("rows", [255, 256, 257, 511, 513, 9001])
-def test_tiled_kernel_across_row_blocks(precision, rows, rng):
+def test_tiled_kernel_across_row_blocks(isa, precision, rows, rng):
     """Row counts around the packed-block sizes (256 float64, 512 float32 rows) and past the fast
     path's float64 flush (every 4096 rows); an odd width that fills no tile or panel evenly."""
     z = torch.from_numpy(rng.standard_normal((rows, 101))).float() + 3.0
     shift = z.double().mean(0)
     for s in (None, shift):
-        gram = _gram(z, "tiled", precision, s)
+        gram = _gram(z, f"tiled-{isa}", precision, s)
         reference = _reference(z, s)
         tol = {"rtol": 1e-12, "atol": 1e-9} if precision == "exact" else {"rtol": 2e-5, "atol": 2e-5 * rows}
         torch.testing.assert_close(torch.tril(gram), torch.tril(reference), **tol)
         assert torch.all(torch.triu(gram, 1) == torch.triu(torch.full_like(gram, 7.0), 1))
 
 
-def test_auto_kernel_is_reported():
-    assert rf._C.auto_kernel in KERNELS
-    assert rf._C.tiled_simd in ("avx512", "avx2", "sse2")
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("rows", [1, 2, 3, 1023, 1024, 1025, 4097, 9001])
+@pytest.mark.parametrize("cols", [1, 17, 48, 101])
+def test_bfloat16_fast_path_against_float64(isa, rows, cols, rng):
+    """bfloat16 input at precision="fast": on AVX-512-BF16 rows are packed in pairs for VDPBF16PS
+    (odd row counts pad one zero row; 1024 rows a block; float64 flush every 4096 rows). The
+    products are exact in float32 either way, so only the float32 sums differ from float64."""
+    z = torch.from_numpy(rng.standard_normal((rows, cols)) * 3).to(torch.bfloat16)
+    for view in (z, z[1:], z.T.contiguous().T):  # contiguous, offset by a row, column-major
+        if view.shape[0] == 0:
+            continue
+        gram = _gram(view, f"tiled-{isa}", "fast")
+        reference = _reference(view)
+        # float32 recursive sums of at most 4096 products between float64 flushes: each entry is
+        # off by at most 4096·2^-24·Σ|products|, and Σ|a·b| ≤ the largest diagonal entry
+        bound = 1.01 * min(view.shape[0], 4096) * 2.0**-24 * float(reference.diagonal().max())
+        assert float((torch.tril(gram) - torch.tril(reference)).abs().max()) <= bound
+        assert torch.all(torch.triu(gram, 1) == torch.triu(torch.full_like(gram, 7.0), 1))
+
+
+def test_variants_agree_on_bfloat16_fast_input(rng):
+    z = torch.from_numpy(rng.standard_normal((3001, 77))).to(torch.bfloat16)
+    results = {isa: torch.tril(_gram(z, f"tiled-{isa}", "fast")) for isa in ISAS}
+    first = next(iter(results.values()))
+    for isa, gram in results.items():
+        torch.testing.assert_close(gram, first, rtol=3e-6, atol=3e-6 * float(first.abs().max()), msg=isa)
+
+
+def test_dispatch_picks_the_best_variant_that_runs_and_reports_it():
+    info = cpu_info()
+    runnable = [name for name, runs in info["variants"].items() if runs]
+    assert runnable[0] == "baseline" and info["in_use"] == runnable[-1]
+    assert rf._C.auto_kernel() in ("blas", "tiled")
+    assert rf._C.tiled_simd() in ("avx512bf16", "avx512", "avx2", "sse2")
+    if "avx512_bf16" in info["features"] and "os_avx512" in info["features"]:
+        assert info["in_use"] == "avx512bf16"
+    acc = rf.GramAccumulator(backend="cpu-tiled").update(np.ones((3, 4)))
+    assert acc.last_kernel == f"tiled-{info['in_use']}"
+    for name in runnable:
+        with instruction_set(name):
+            assert rf._C.cpu_isa() == name
+            assert rf.GramAccumulator(backend="cpu-tiled").update(np.ones((3, 4))).last_kernel == f"tiled-{name}"
+    assert rf._C.cpu_isa() == info["in_use"]
+    with pytest.raises(ValueError, match="unknown instruction set 'sse9'; built: baseline"):
+        rf._C.select_cpu_isa("sse9")
+
+
+def test_forcing_a_variant_by_environment(tmp_path):
+    import subprocess
+    import sys
+
+    code = "import rankme_fast as rf; print(rf._C.cpu_isa())"
+    for name in ISAS:
+        env = {**__import__("os").environ, "RANKME_FAST_CPU_ISA": name}
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.split()[-1] == name, done.stderr
+    missing = [name for name, runs in cpu_info()["variants"].items() if not runs] or ["sse9"]
+    env = {**__import__("os").environ, "RANKME_FAST_CPU_ISA": missing[0]}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and f"RANKME_FAST_CPU_ISA={missing[0]}" in done.stderr
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_peak_microbenchmark_runs_for_each_variant(isa):
+    assert rf._C.cpu_peak_gflops(isa, "fp64", 0.02) > 0
+    assert rf._C.cpu_peak_gflops(isa, "fp32", 0.02) > 0
+    bf16 = rf._C.cpu_peak_gflops(isa, "bf16", 0.02)
+    assert (bf16 > 0) == (isa == "avx512bf16")

@@ -8,27 +8,48 @@
 //    per tile), which goes into the float64 state once per call (exact) or every 4096 rows (fast:
 //    float32 sums within those rows, float64 across them);
 //  * only tiles that touch the lower triangle are computed.
-// Shapes were chosen by measurement on AVX-512 (bench/README.md); the vector-extension code is
-// portable and compiles to AVX2 or SSE2 with a smaller register tile.
+//
+// This file is compiled once per instruction set (CMakeLists.txt: baseline x86-64, AVX2+FMA,
+// AVX-512, AVX-512-BF16), each copy with its own flags and in its own namespace RF_ISA_NS, and
+// csrc/cpu/dispatch.cpp picks one at run time. With AVX-512-BF16, bfloat16 input in fast mode is
+// packed as pairs of rows and multiplied by VDPBF16PS (two exact bf16 products added into each
+// float32 lane: twice the float32 FMA rate) into the same float32 sums. Shapes were chosen by
+// measurement on AVX-512 (bench/README.md); the vector-extension code compiles to AVX2 or SSE2
+// with a smaller register tile.
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
 #include "kernels.h"
 
+#ifndef RF_ISA_NS
+#error "compile with -DRF_ISA_NS=<namespace of this instruction set> (see CMakeLists.txt)"
+#endif
+
 namespace rankme_fast {
+namespace RF_ISA_NS {
 namespace {
 
 // Register tile from the build target: MR x (NR / lanes) accumulators, the NR / lanes panel
 // vectors and one broadcast fit the register file (32 zmm with AVX-512, 16 otherwise).
-#if defined(__AVX512F__)
+#if defined(__AVX512BF16__)
+constexpr const char* kSimdName = "avx512bf16";
+constexpr int kVectorBytes = 64;
+constexpr int kMicroRows = 9;
+constexpr int kPanelVectors = 3;
+#elif defined(__AVX512F__)
 constexpr const char* kSimdName = "avx512";
 constexpr int kVectorBytes = 64;
 constexpr int kMicroRows = 9;
@@ -44,72 +65,94 @@ constexpr int kVectorBytes = 16;
 constexpr int kMicroRows = 6;
 constexpr int kPanelVectors = 2;
 #endif
-// Rows per packed block: the micro-panel (MR x block values) stays in L1 while it is broadcast.
-template <typename Acc>
-constexpr int64_t row_block() { return sizeof(Acc) == sizeof(float) ? 512 : 256; }
+// A packed pair of bfloat16 values: rows 2k (low half) and 2k + 1 (high half) of one column,
+// the operand layout of VDPBF16PS, which adds both products of a lane's pair into its float32.
+struct Bf16Pair {
+  uint32_t bits;
+};
+
+template <typename Packed>
+constexpr int64_t rows_per_element() { return std::is_same_v<Packed, Bf16Pair> ? 2 : 1; }
+// NR: columns per panel (lanes of a vector of Packed times the panel vectors).
+template <typename Packed>
+constexpr int64_t panel_width() { return static_cast<int64_t>(kVectorBytes / sizeof(Packed)) * kPanelVectors; }
+// Input rows per packed block: the micro-panel (MR x block values) stays in L1 while it is broadcast.
+template <typename Packed>
+constexpr int64_t row_block() { return sizeof(Packed) == sizeof(double) ? 256 : 512 * rows_per_element<Packed>(); }
 // precision=fast sums float32 products over at most this many rows before adding in float64.
 constexpr int64_t kFastRowsPerFlush = 4096;
 constexpr int64_t kPanelsPerPass = 4;  // column panels reused by a row group (stay in L2)
 constexpr int64_t kRowGroup = 8;       // micro-panels per thread work item
 
-template <typename Acc>
-struct Simd {
-  typedef Acc vector __attribute__((vector_size(kVectorBytes)));
-  static constexpr int lanes = kVectorBytes / sizeof(Acc);
-  static constexpr int width = lanes * kPanelVectors;  // NR: columns per panel
-};
-
 struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
 };
 
-template <typename Acc>
-std::unique_ptr<Acc[], FreeDeleter> aligned_buffer(int64_t elements) {
-  const size_t bytes = (std::max<size_t>(1, static_cast<size_t>(elements)) * sizeof(Acc) + 63) / 64 * 64;
+template <typename T>
+std::unique_ptr<T[], FreeDeleter> aligned_buffer(int64_t elements) {
+  const size_t bytes = (std::max<size_t>(1, static_cast<size_t>(elements)) * sizeof(T) + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, bytes);
   if (!p) throw std::bad_alloc();
-  return std::unique_ptr<Acc[], FreeDeleter>(static_cast<Acc*>(p));
+  return std::unique_ptr<T[], FreeDeleter>(static_cast<T*>(p));
 }
 
-// Rows [r0, r0+count) into panels: panel p holds columns [p*NR, p*NR + NR) as count x NR
-// values, zero past the last column. Runs as an OpenMP for (ends with a barrier).
-template <typename Tag, typename Acc>
+// Rows [r0, r0+count) into panels: panel p holds columns [p*NR, p*NR + NR) as
+// ceil(count / rows_per_element) x NR values, zero past the last column (and, for bfloat16
+// pairs, past the last row). Runs as an OpenMP for (ends with a barrier).
+template <typename Tag, typename Packed>
 void pack_panels(const rf_matrix_view& z, int64_t r0, int64_t count, const double* shift, int64_t panels,
-                 Acc* out) {
-  constexpr int64_t NR = Simd<Acc>::width;
+                 Packed* out) {
+  constexpr int64_t NR = panel_width<Packed>();
   const int64_t cols = z.cols, cs = z.col_stride;
+  if constexpr (std::is_same_v<Packed, Bf16Pair>) {  // bfloat16 input, no shift: the bits as they are
+    const int64_t pairs = (count + 1) / 2;
 #pragma omp for schedule(static)
-  for (int64_t r = 0; r < count; ++r) {
-    const auto* src = row_pointer<Tag>(z, r0 + r);
-    for (int64_t p = 0; p < panels; ++p) {
-      Acc* dst = out + (p * count + r) * NR;
-      const int64_t c0 = p * NR, c1 = std::min(cols, c0 + NR);
-      if (shift) {
-        for (int64_t c = c0; c < c1; ++c) dst[c - c0] = static_cast<Acc>(Load<Tag>::get(src[c * cs]) - shift[c]);
-      } else if (cs == 1) {
-        for (int64_t c = c0; c < c1; ++c) dst[c - c0] = static_cast<Acc>(Load<Tag>::get(src[c]));
-      } else {
-        for (int64_t c = c0; c < c1; ++c) dst[c - c0] = static_cast<Acc>(Load<Tag>::get(src[c * cs]));
+    for (int64_t k = 0; k < pairs; ++k) {
+      const uint16_t* even = row_pointer<Tag>(z, r0 + 2 * k);
+      const uint16_t* odd = 2 * k + 1 < count ? row_pointer<Tag>(z, r0 + 2 * k + 1) : nullptr;
+      for (int64_t p = 0; p < panels; ++p) {
+        Packed* dst = out + (p * pairs + k) * NR;
+        const int64_t c0 = p * NR, c1 = std::min(cols, c0 + NR);
+        for (int64_t c = c0; c < c1; ++c)
+          dst[c - c0].bits = uint32_t(even[c * cs]) | (odd ? uint32_t(odd[c * cs]) << 16 : 0u);
+        for (int64_t c = c1; c < c0 + NR; ++c) dst[c - c0].bits = 0;
       }
-      for (int64_t c = c1; c < c0 + NR; ++c) dst[c - c0] = Acc(0);
+    }
+  } else {
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < count; ++r) {
+      const auto* src = row_pointer<Tag>(z, r0 + r);
+      for (int64_t p = 0; p < panels; ++p) {
+        Packed* dst = out + (p * count + r) * NR;
+        const int64_t c0 = p * NR, c1 = std::min(cols, c0 + NR);
+        if (shift) {
+          for (int64_t c = c0; c < c1; ++c)
+            dst[c - c0] = static_cast<Packed>(Load<Tag>::get(src[c * cs]) - shift[c]);
+        } else if (cs == 1) {
+          for (int64_t c = c0; c < c1; ++c) dst[c - c0] = static_cast<Packed>(Load<Tag>::get(src[c]));
+        } else {
+          for (int64_t c = c0; c < c1; ++c) dst[c - c0] = static_cast<Packed>(Load<Tag>::get(src[c * cs]));
+        }
+        for (int64_t c = c1; c < c0 + NR; ++c) dst[c - c0] = Packed(0);
+      }
     }
   }
 }
 
 // Columns [c0, c0 + MR) of the packed block as a contiguous count x MR micro-panel (zero past
 // the last column). Row k's MR values are contiguous in one or two column panels.
-template <typename Acc>
-void copy_micro_panel(const Acc* packed, int64_t count, int64_t c0, int64_t cols, Acc* out) {
-  constexpr int64_t NR = Simd<Acc>::width;
+template <typename Packed>
+void copy_micro_panel(const Packed* packed, int64_t count, int64_t c0, int64_t cols, Packed* out) {
+  constexpr int64_t NR = panel_width<Packed>();
   const int64_t valid = std::min<int64_t>(kMicroRows, cols - c0);
   const int64_t first = std::min(valid, NR - c0 % NR);  // columns in c0's panel; the rest in the next
-  const Acc* head = packed + (c0 / NR) * count * NR + c0 % NR;
-  const Acc* tail = packed + (c0 / NR + 1) * count * NR;
+  const Packed* head = packed + (c0 / NR) * count * NR + c0 % NR;
+  const Packed* tail = packed + (c0 / NR + 1) * count * NR;
   for (int64_t k = 0; k < count; ++k) {
-    Acc* row = out + k * kMicroRows;
+    Packed* row = out + k * kMicroRows;
     for (int64_t r = 0; r < first; ++r) row[r] = head[k * NR + r];
     for (int64_t r = first; r < valid; ++r) row[r] = tail[k * NR + r - first];
-    for (int64_t r = valid; r < kMicroRows; ++r) row[r] = Acc(0);
+    for (int64_t r = valid; r < kMicroRows; ++r) row[r] = Packed{};
   }
 }
 
@@ -117,8 +160,8 @@ void copy_micro_panel(const Acc* packed, int64_t count, int64_t c0, int64_t cols
 // registers for the whole loop; a values are broadcast, b rows loaded as vectors.
 template <typename Acc>
 void micro_kernel(const Acc* __restrict a, const Acc* __restrict b, int64_t count, Acc* __restrict out) {
-  using V = typename Simd<Acc>::vector;
-  constexpr int NR = Simd<Acc>::width, L = Simd<Acc>::lanes;
+  typedef Acc V __attribute__((vector_size(kVectorBytes)));
+  constexpr int L = kVectorBytes / sizeof(Acc), NR = L * kPanelVectors;
   V acc[kMicroRows][kPanelVectors] = {};
 #pragma GCC unroll 2
   for (int64_t k = 0; k < count; ++k) {
@@ -140,6 +183,33 @@ void micro_kernel(const Acc* __restrict a, const Acc* __restrict b, int64_t coun
       std::memcpy(out + r * NR + v * L, &sum, sizeof(V));
     }
 }
+
+#if defined(__AVX512BF16__)
+// The same over bfloat16 row pairs: each VDPBF16PS adds two exact products per float32 lane.
+void micro_kernel(const Bf16Pair* __restrict a, const Bf16Pair* __restrict b, int64_t count, float* __restrict out) {
+  constexpr int L = 16, NR = L * kPanelVectors;
+  __m512 acc[kMicroRows][kPanelVectors];
+  for (int r = 0; r < kMicroRows; ++r)
+    for (int v = 0; v < kPanelVectors; ++v) acc[r][v] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < count; ++k) {
+    __m512bh bv[kPanelVectors];
+#pragma GCC unroll 4
+    for (int v = 0; v < kPanelVectors; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(b + k * NR + v * L);
+#pragma GCC unroll 16
+    for (int r = 0; r < kMicroRows; ++r) {
+      const __m512bh ar = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[k * kMicroRows + r].bits));
+#pragma GCC unroll 4
+      for (int v = 0; v < kPanelVectors; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], ar, bv[v]);
+    }
+  }
+  for (int r = 0; r < kMicroRows; ++r)
+    for (int v = 0; v < kPanelVectors; ++v) {
+      float* dst = out + r * NR + v * L;
+      _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), acc[r][v]));
+    }
+}
+#endif
 
 // Column panel (NR wide) of the last tile in row micro-panel m that reaches the lower triangle.
 inline int64_t last_panel(int64_t m, int64_t cols, int64_t nr) {
@@ -196,51 +266,54 @@ inline int max_threads() { return 1; }
 inline int thread_id() { return 0; }
 #endif
 
-template <typename Tag, typename Acc>
+// Packed: the element of the packed buffers (Acc itself, or a bfloat16 row pair with float sums).
+template <typename Tag, typename Packed, typename Acc>
 void syrk_tiled(const rf_matrix_view& z, const double* shift, double* gram) {
-  constexpr int64_t NR = Simd<Acc>::width;
+  constexpr int64_t NR = panel_width<Packed>();
+  constexpr int64_t per = rows_per_element<Packed>();
   const int64_t cols = z.cols;
   const int64_t panels = (cols + NR - 1) / NR;
   const int64_t micro_panels = (cols + kMicroRows - 1) / kMicroRows;
   const int64_t groups = (micro_panels + kRowGroup - 1) / kRowGroup;
-  const int64_t block = std::min<int64_t>(row_block<Acc>(), z.rows);
+  const int64_t block = std::min<int64_t>(row_block<Packed>(), z.rows);
+  const int64_t block_elements = (block + per - 1) / per;
   const bool staged = z.rows > block;  // several blocks: accumulate tile-major, add once per flush
   const int64_t flush_rows = sizeof(Acc) == sizeof(double) ? z.rows : kFastRowsPerFlush;
-  auto packed = aligned_buffer<Acc>(panels * block * NR);
+  auto packed = aligned_buffer<Packed>(panels * block_elements * NR);
   std::unique_ptr<TileTriangle<Acc>> triangle(staged ? new TileTriangle<Acc>(cols, NR) : nullptr);
   // Every allocation happens here: an exception must not leave the parallel region.
   const int threads = max_threads();
-  const int64_t group_size = kRowGroup * kMicroRows * block;
-  auto group_buffers = aligned_buffer<Acc>(threads * group_size);
+  const int64_t group_size = kRowGroup * kMicroRows * block_elements;
+  auto group_buffers = aligned_buffer<Packed>(threads * group_size);
 #pragma omp parallel num_threads(threads)
   {
     alignas(64) Acc tile[kMicroRows * NR];
-    Acc* const group_panels = group_buffers.get() + thread_id() * group_size;
+    Packed* const group_panels = group_buffers.get() + thread_id() * group_size;
     if (staged) {
 #pragma omp for schedule(static)
       for (int64_t m = 0; m < micro_panels; ++m) triangle->zero_micro_panel(m);
     }
     for (int64_t r0 = 0; r0 < z.rows; r0 += block) {
       const int64_t count = std::min(block, z.rows - r0);
-      pack_panels<Tag, Acc>(z, r0, count, shift, panels, packed.get());
+      const int64_t elements = (count + per - 1) / per;  // packed rows of this block
+      pack_panels<Tag, Packed>(z, r0, count, shift, panels, packed.get());
 #pragma omp for schedule(dynamic, 1)
       for (int64_t t = 0; t < groups; ++t) {
         const int64_t g = groups - 1 - t;  // the longest rows first
         const int64_t m0 = g * kRowGroup, m1 = std::min(micro_panels, m0 + kRowGroup);
         for (int64_t m = m0; m < m1; ++m)
-          copy_micro_panel(packed.get(), count, m * kMicroRows, cols,
-                           group_panels + (m - m0) * kMicroRows * count);
+          copy_micro_panel(packed.get(), elements, m * kMicroRows, cols,
+                           group_panels + (m - m0) * kMicroRows * elements);
         for (int64_t p0 = 0; p0 <= last_panel(m1 - 1, cols, NR); p0 += kPanelsPerPass) {
           for (int64_t m = m0; m < m1; ++m) {
             const int64_t p1 = std::min(p0 + kPanelsPerPass, last_panel(m, cols, NR) + 1);
+            const Packed* micro_panel = group_panels + (m - m0) * kMicroRows * elements;
             for (int64_t p = p0; p < p1; ++p) {
               if (staged) {
-                micro_kernel<Acc>(group_panels + (m - m0) * kMicroRows * count, packed.get() + p * count * NR, count,
-                                  triangle->tile(m, p));
+                micro_kernel(micro_panel, packed.get() + p * elements * NR, elements, triangle->tile(m, p));
               } else {
                 std::fill(tile, tile + kMicroRows * NR, Acc(0));
-                micro_kernel<Acc>(group_panels + (m - m0) * kMicroRows * count, packed.get() + p * count * NR, count,
-                                  tile);
+                micro_kernel(micro_panel, packed.get() + p * elements * NR, elements, tile);
                 TileTriangle<Acc>::add_lower(tile, NR, m * kMicroRows, p * NR, cols, gram);
               }
             }
@@ -260,14 +333,86 @@ void syrk_tiled(const rf_matrix_view& z, const double* shift, double* gram) {
 
 const char* tiled_simd() { return kSimdName; }
 
+// The unit's rate on independent multiply-add chains, with every thread of the team busy:
+// kind 0 float64 FMA, 1 float32 FMA, 2 bfloat16 dot products (VDPBF16PS, counted as 2 flops
+// per product). GFLOP/s over about `seconds`; 0 for a kind this build has no instruction for.
+double peak_gflops(int32_t kind, double seconds) {
+  constexpr int kChains = 12;  // independent accumulators: more than latency x issue width
+  auto run = [&](auto step, double flops_per_step_per_thread) {
+    int64_t steps = 1 << 14;
+    for (;;) {
+      const auto start = std::chrono::steady_clock::now();
+      int threads = 1;
+#pragma omp parallel
+      {
+#pragma omp single
+        threads = max_threads();
+        step(steps);
+      }
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (elapsed >= seconds || steps > (int64_t(1) << 40)) return threads * flops_per_step_per_thread * steps / elapsed / 1e9;
+      steps *= elapsed > 0 ? std::max<int64_t>(2, static_cast<int64_t>(seconds / elapsed * 1.2)) : 16;
+    }
+  };
+  auto fma_chains = [&](auto zero) {
+    using T = decltype(zero);
+    typedef T V __attribute__((vector_size(kVectorBytes)));
+    constexpr int L = kVectorBytes / sizeof(T);
+    return run(
+        [](int64_t steps) {
+          V acc[kChains], m, a;
+          for (int i = 0; i < L; ++i) m[i] = T(0.999999), a[i] = T(1e-7);
+          for (int c = 0; c < kChains; ++c) acc[c] = a * T(c);
+          for (int64_t s = 0; s < steps; ++s) {
+            __asm__ volatile("" : "+x"(m));  // the compiler must not fold the chain
+#pragma GCC unroll 16
+            for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * m + a;
+          }
+          for (int c = 1; c < kChains; ++c) acc[0] += acc[c];
+          __asm__ volatile("" : : "x"(acc[0]));
+        },
+        2.0 * L * kChains);
+  };
+  if (kind == 0) return fma_chains(double{});
+  if (kind == 1) return fma_chains(float{});
+#if defined(__AVX512BF16__)
+  if (kind == 2)
+    return run(
+        [](int64_t steps) {
+          __m512 acc[kChains];
+          for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c));
+          __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80), y = x;  // pairs of 1.0
+          for (int64_t s = 0; s < steps; ++s) {
+            __asm__ volatile("" : "+v"(x));
+#pragma GCC unroll 16
+            for (int c = 0; c < kChains; ++c) acc[c] = _mm512_dpbf16_ps(acc[c], x, y);
+          }
+          for (int c = 1; c < kChains; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
+          __asm__ volatile("" : : "v"(acc[0]));
+        },
+        4.0 * 16 * kChains);
+#endif
+  return 0.0;
+}
+
 void syrk_tiled_update(const rf_matrix_view& z, const double* shift, double* gram, int32_t precision) {
+#if defined(__AVX512BF16__)
+  // bfloat16 rows straight into VDPBF16PS: its products are exact in float32 and its sums
+  // float32, as in the float32 kernel. With a shift, (z - shift) is no bfloat16 value: that goes
+  // through the float32 kernel, so centring costs no extra rounding.
+  if (precision == RF_FAST && z.dtype == RF_BFLOAT16 && shift == nullptr) {
+    syrk_tiled<BFloat16, Bf16Pair, float>(z, nullptr, gram);
+    return;
+  }
+#endif
   dispatch_dtype(z.dtype, [&](auto tag) {
     using Tag = decltype(tag);
     if (precision == RF_FAST)
-      syrk_tiled<Tag, float>(z, shift, gram);
+      syrk_tiled<Tag, float, float>(z, shift, gram);
     else
-      syrk_tiled<Tag, double>(z, shift, gram);
+      syrk_tiled<Tag, double, double>(z, shift, gram);
   });
 }
 
+}  // namespace RF_ISA_NS
 }  // namespace rankme_fast

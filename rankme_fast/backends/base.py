@@ -22,6 +22,9 @@ class Backend(Protocol):
     def unavailable_reason(self, matrix: Matrix | None, precision: str) -> str | None:
         """None when this backend can take `matrix` (or any input, when None), else why not."""
 
+    def kernel_in_use(self) -> str:
+        """The kernel that add_gram runs now (e.g. 'tiled-avx512bf16' for the cpu backend)."""
+
     def add_gram(self, matrix: Matrix, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
         """gram[lower] += (Z - shift)^T (Z - shift); gram is (D, D) float64 on the state's device."""
 

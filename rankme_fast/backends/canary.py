@@ -37,20 +37,22 @@ OFFSET = 3.0  # a column mean far from 0, so a shift applied wrongly shows
 TOLERANCE = {"exact": 1e-12, "fast": 1e-4}
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
 
-_verdicts: dict[tuple[str, str, str, str], str | None] = {}
-seconds_spent: dict[tuple[str, str, str, str], float] = {}  # what each self-check cost, for benchmarks
+# (backend name, kernel in use, device, dtype, precision) -> None (passed) or why it failed
+_verdicts: dict[tuple[str, str, str, str, str], str | None] = {}
+seconds_spent: dict[tuple[str, str, str, str, str], float] = {}  # what each self-check cost, for benchmarks
 
 
 def verdict(backend: Backend, device: torch.device, dtype: str, precision: str) -> str | None:
     """None when `backend` passed its self-check for this case (running it on first call), else
     why it failed; the first failure of a case is also warned about."""
-    key = (backend.name, str(device), dtype, precision)
+    key = (backend.name, backend.kernel_in_use(), str(device), dtype, precision)
     if key not in _verdicts:
         started = time.perf_counter()
         reason = _self_check(backend, device, dtype, precision)
         seconds_spent[key] = time.perf_counter() - started
         if reason is not None:
-            reason = f"failed its self-check on {device} for {dtype} at precision={precision!r}: {reason}"
+            where = f"{device} ({key[1]})" if key[1] != backend.name else str(device)
+            reason = f"failed its self-check on {where} for {dtype} at precision={precision!r}: {reason}"
             warnings.warn(f"rankme_fast: backend {backend.name!r} {reason}; it will not be used", RuntimeWarning,
                           stacklevel=4)  # fmt: skip
         _verdicts[key] = reason
@@ -59,7 +61,7 @@ def verdict(backend: Backend, device: torch.device, dtype: str, precision: str) 
 
 def failures(name: str, precision: str) -> list[str]:
     """The failed self-checks of backend `name` at `precision`, each as its reason."""
-    return [reason for (n, _, _, p), reason in _verdicts.items() if n == name and p == precision and reason]
+    return [reason for (n, _, _, _, p), reason in _verdicts.items() if n == name and p == precision and reason]
 
 
 def forget() -> None:

@@ -1,7 +1,12 @@
 """The C++ CPU kernel (rankme_fast._C): one-triangle SYRK that reads every float dtype in
-place (any strides), fuses the cast and the centring shift, and sums in float64."""
+place (any strides), fuses the cast and the centring shift, and sums in float64. The tiled
+kernel is compiled once per instruction set and picked at run time (`cpu_info`)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -13,7 +18,9 @@ _KERNELS = ("auto", "blas", "tiled")
 
 class CpuBackend:
     name = "cpu"
-    verify_on_first_use = False
+    # the kernel variant is chosen from cpuid at run time, so the one in use may never have run
+    # on this CPU model before: it is checked on first use like the GPU kernels (~5 ms a case)
+    verify_on_first_use = True
 
     def __init__(self, kernel: str = "auto") -> None:
         if kernel not in _KERNELS:
@@ -28,6 +35,11 @@ class CpuBackend:
         if matrix is not None and matrix.device.type != "cpu":
             return f"input is on {matrix.device}; this backend reads host memory"
         return None
+
+    def kernel_in_use(self) -> str:
+        """'blas', or 'tiled-<instruction set>' (e.g. 'tiled-avx512bf16')."""
+        kernel = native.auto_kernel() if self.kernel == "auto" else self.kernel
+        return "blas" if kernel == "blas" else f"tiled-{native.cpu_isa()}"
 
     def add_gram(self, matrix: Matrix, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
         if gram.device.type != "cpu" or gram.dtype != torch.float64 or not gram.is_contiguous():
@@ -61,3 +73,32 @@ def _view(matrix: Matrix) -> tuple[int, int, int, int, int, int]:
     else:
         address, strides = data.ctypes.data, tuple(s // data.itemsize for s in data.strides)
     return address, getattr(native, f"DTYPE_{matrix.dtype.upper()}"), matrix.rows, matrix.cols, strides[0], strides[1]
+
+
+def cpu_info() -> dict[str, Any]:
+    """What the CPU offers (cpuid, and the OS's saved register state), the instruction-set
+    variants of the tiled kernel compiled in (each: whether it can run here), the one in use,
+    and the kernel backend="cpu" runs."""
+    if native is None:
+        return {"available": False, "reason": native_error}
+    return {
+        "available": True,
+        "features": native.cpu_features().split(),
+        "variants": native.cpu_isa_variants(),
+        "in_use": native.cpu_isa(),
+        "auto_kernel": native.auto_kernel(),
+        "blas": native.blas,
+    }
+
+
+@contextmanager
+def instruction_set(name: str) -> Iterator[None]:
+    """Run the tiled kernel's `name` variant inside the block (tests, benchmarks); ValueError
+    if it cannot run on this CPU. The environment variable RANKME_FAST_CPU_ISA does the same
+    for a whole process."""
+    previous = native.cpu_isa()
+    native.select_cpu_isa(name)
+    try:
+        yield
+    finally:
+        native.select_cpu_isa(previous)

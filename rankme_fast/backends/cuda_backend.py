@@ -21,6 +21,9 @@ class CudaBackend:
     def unavailable_reason(self, matrix: Matrix | None, precision: str) -> str | None:
         return cuda.unavailable_reason(None if matrix is None else matrix.device)
 
+    def kernel_in_use(self) -> str:
+        return "cuda"
+
     def add_gram(self, matrix: Matrix, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
         shift = None if shift is None else shift.to(gram.device, torch.float64).contiguous()
         cuda.syrk_update(matrix.torch(), gram, shift=shift)

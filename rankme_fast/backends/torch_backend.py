@@ -18,6 +18,9 @@ class TorchBackend:
     def unavailable_reason(self, matrix: Matrix | None, precision: str) -> str | None:
         return None
 
+    def kernel_in_use(self) -> str:
+        return "torch"
+
     def add_gram(self, matrix: Matrix, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
         z = matrix.torch()
         for chunk in z.split(_chunk_rows(matrix.cols)):

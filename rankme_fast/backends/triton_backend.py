@@ -31,6 +31,9 @@ class TritonBackend:
             return f"{matrix.dtype} input: the Triton kernel takes {', '.join(_INPUT_DTYPES)}"
         return None
 
+    def kernel_in_use(self) -> str:
+        return self.name
+
     def add_gram(self, matrix: Matrix, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
         from rankme_fast.triton.syrk import syrk_update  # imports Triton: only when it is used
 

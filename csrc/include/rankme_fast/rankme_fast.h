@@ -37,11 +37,26 @@ int rf_cpu_column_mean(const rf_matrix_view* z, double* out, char* err, size_t e
 // 1 when the BLAS route was compiled in, and its name.
 int rf_cpu_has_blas(void);
 const char* rf_cpu_blas_name(void);
-// SIMD instruction set of the tiled kernel's micro-kernel ("avx512", "avx2" or "sse2"), and the
-// kernel RF_KERNEL_AUTO runs: the tiled kernel when it is vectorised for AVX2 or better (it is
-// measured faster than OpenBLAS there, see bench/README.md), else BLAS when present.
+// SIMD instruction set of the tiled kernel's micro-kernel ("avx512bf16", "avx512", "avx2" or
+// "sse2"), and the kernel RF_KERNEL_AUTO runs: the tiled kernel when it is vectorised for AVX2 or
+// better (it is measured faster than OpenBLAS there, see bench/README.md), else BLAS when present.
 const char* rf_cpu_tiled_simd(void);
 int32_t rf_cpu_auto_kernel(void);
+
+// Instruction-set variants of the tiled kernel compiled into this library, in ascending order
+// (baseline x86-64, avx2, avx512, avx512bf16), whether each can run on this CPU and OS, the one
+// in use (the best that runs, unless rf_cpu_select_isa chose another) and what cpuid and XCR0
+// report, as space-separated names.
+const char* rf_cpu_features(void);
+int rf_cpu_isa_count(void);
+const char* rf_cpu_isa_name(int index);
+int rf_cpu_isa_runs_here(int index);
+const char* rf_cpu_isa(void);
+int rf_cpu_select_isa(const char* name, char* err, size_t err_len);
+// GFLOP/s of variant `index` on independent multiply-add chains in every OpenMP thread for about
+// `seconds`: kind 0 float64 FMA, 1 float32 FMA, 2 bfloat16 dot product; 0 when the variant has
+// no such instruction, -1 when it cannot run here.
+double rf_cpu_isa_peak_gflops(int index, int32_t kind, double seconds);
 
 // CUDA runtime status: number of visible devices, or a nonzero code and the CUDA message.
 int rf_cuda_compiled(void);
