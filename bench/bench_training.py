@@ -9,9 +9,15 @@ Per evaluation, with the same N = 25 600 samples: RankMeMetric.compute (one floa
 eigensolve of the D x D state) against the queue approach's SVD of the N x D buffer
 (torch.linalg.svdvals in fp32, what most code does, and in fp64).
 
+Compiled steps (section "compiled"): the forward half of a training step (model, loss and,
+when asked, `metric.update(embeddings)`) eager and under `torch.compile(fullgraph=True)`, with
+backward and AdamW after it, for batch 256 x D 2048 (the model above) and 32 x 256 (a small
+MLP, where Python overhead dominates); and, on the small batch, the time `update` spends
+outside the kernel itself (the update minus the bare kernel call on the same batch).
+
 Writes bench/results/training-<device>-<date>.json and prints a markdown table.
 
-    python bench/bench_training.py [--device cpu|cuda] [--steps 100] [--rounds 7]
+    python bench/bench_training.py [--device cpu|cuda] [--steps 100] [--rounds 7] [--no-compiled]
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch: N = steps x 256 samples")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--svd-rounds", type=int, default=3)
+    parser.add_argument("--no-compiled", action="store_true", help="skip the torch.compile section")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -155,6 +162,8 @@ def main() -> None:
         "rankme": values | {"reference_float64_svd": reference},
         "rel_error_vs_float64_svd": {k: abs(v - reference) / reference for k, v in values.items()},
     }
+    if not args.no_compiled:
+        result["compiled"] = compiled_section(device, sync, args.rounds)
     out = args.out or RESULTS / f"training-{device.type}-{dt.date.today().isoformat()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -169,7 +178,98 @@ def main() -> None:
     print("\n| RankMe | value | rel err vs fp64 SVD |\n|---|---:|---:|")
     for name, value in values.items():
         print(f"| {name} | {value:.6f} | {abs(value - reference) / reference:.1e} |")
+    if "compiled" in result:
+        print("\n| compiled section | median ms |\n|---|---:|")
+        for shape, cases in result["compiled"]["per_step"].items():
+            for name, seconds in cases.items():
+                print(f"| {shape}: {name} | {1e3 * seconds:.3f} |")
+        for name, value in result["compiled"]["summary"].items():
+            print(f"| {name} | {value:.3f} |")
     print(f"\nwrote {out}")
+
+
+def compiled_section(device: torch.device, sync, rounds: int) -> dict[str, object]:
+    """Per training step, eager and compiled, with and without the metric; and the part of a
+    small-batch update spent outside its kernel."""
+    shapes = {"256x2048": (BATCH, INPUT, reference_model), "32x256": (32, 128, small_model)}
+    per_step: dict[str, dict[str, float]] = {}
+    summary: dict[str, float] = {}
+    for label, (batch, width, make) in shapes.items():
+        per_step[label], found = compiled_case(label, batch, width, make, device, sync, rounds)
+        summary.update(found)
+    return {"per_step": per_step, "summary": summary, "targets": {"update outside the kernel (us)": 30,
+            "compiled with metric / eager with metric": 1.0}}  # fmt: skip
+
+
+def compiled_case(label, batch, width, make, device, sync, rounds) -> tuple[dict[str, float], dict[str, float]]:
+    from rankme_fast._inputs import as_matrix
+    from rankme_fast.backends import select_backend
+
+    torch.manual_seed(0)
+    model = make().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, width, device=device)
+    dim = model(x).shape[1]
+    metric = RankMeMetric(dim).to(device)
+    repeats = 20 if batch == BATCH else 200
+
+    def forward(with_metric: bool):
+        embeddings = model(x)
+        if with_metric:
+            metric.update(embeddings)
+        return embeddings.square().mean()
+
+    def step(fn):
+        optimizer.zero_grad(set_to_none=True)
+        fn().backward()
+        optimizer.step()
+
+    def repeated(run):
+        return lambda: [run() for _ in range(repeats)]
+
+    compiled = {flag: torch.compile(lambda flag=flag: forward(flag), fullgraph=True) for flag in (False, True)}
+    cases = {
+        "eager, no metric": lambda: step(lambda: forward(False)),
+        "eager, with metric": lambda: step(lambda: forward(True)),
+        "compiled, no metric": lambda: step(compiled[False]),
+        "compiled, with metric": lambda: step(compiled[True]),
+    }
+    if device.type == "cuda":  # the same steps captured in CUDA graphs
+        graphs = {
+            flag: torch.compile(lambda flag=flag: forward(flag), fullgraph=True, mode="reduce-overhead")
+            for flag in (False, True)
+        }
+        cases["CUDA graph, no metric"] = lambda: step(graphs[False])
+        cases["CUDA graph, with metric"] = lambda: step(graphs[True])
+    for run in cases.values():  # compile and warm up
+        for _ in range(3):
+            run()
+    timed = time_interleaved({name: repeated(run) for name, run in cases.items()}, rounds, sync)
+    med = {name: statistics.median(times) / repeats for name, times in timed.items()}
+    summary = {
+        f"{label}: metric cost per step, eager (ms)": 1e3 * (med["eager, with metric"] - med["eager, no metric"]),
+        f"{label}: metric cost per step, compiled (ms)": 1e3
+        * (med["compiled, with metric"] - med["compiled, no metric"]),
+        f"{label}: compiled with metric / eager with metric": med["compiled, with metric"] / med["eager, with metric"],
+    }
+    if batch != BATCH:  # Python overhead of an update: the update minus its bare kernel call
+        embeddings = model(x).detach()
+        matrix = as_matrix(embeddings)
+        backend, _ = select_backend(matrix, "exact")
+        gram = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        bare = {
+            "metric.update": repeated(lambda: metric.update(embeddings)),
+            "kernel alone": repeated(lambda: backend.add_gram(matrix, gram, None, "exact")),
+        }
+        timed = time_interleaved(bare, rounds, sync)
+        update, kernel = (statistics.median(timed[k]) / repeats for k in ("metric.update", "kernel alone"))
+        summary[f"{label}: update outside the kernel (us)"] = 1e6 * (update - kernel)
+        summary[f"{label}: kernel alone (us)"] = 1e6 * kernel
+    return med, summary
+
+
+def small_model() -> nn.Module:
+    return nn.Sequential(nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 256))
 
 
 if __name__ == "__main__":

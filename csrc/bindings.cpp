@@ -147,7 +147,7 @@ PYBIND11_MODULE(_C, m) {
       "cuda_syrk_update",
       [](uintptr_t data, int32_t dtype, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride,
          uintptr_t gram, uintptr_t shift, uintptr_t column_sums, int32_t device, uintptr_t stream, int32_t variant,
-         int64_t splits) {
+         int64_t splits, bool check_pointers) {
         const rf_matrix_view view = make_view(data, dtype, rows, cols, row_stride, col_stride);
         char err[512] = {0};
         int32_t used_variant = 0;
@@ -157,7 +157,8 @@ PYBIND11_MODULE(_C, m) {
           py::gil_scoped_release release;
           status = rf_cuda_syrk_update(&view, reinterpret_cast<const double*>(shift), reinterpret_cast<double*>(gram),
                                        reinterpret_cast<double*>(column_sums), device, reinterpret_cast<void*>(stream),
-                                       variant, splits, &used_variant, &used_splits, err, sizeof err);
+                                       variant, splits, check_pointers ? 1 : 0, &used_variant, &used_splits, err,
+                                       sizeof err);
         }
         check(status, err);
         return std::make_pair(used_variant, used_splits);
@@ -165,8 +166,9 @@ PYBIND11_MODULE(_C, m) {
       py::arg("data"), py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"),
       py::arg("col_stride"), py::arg("gram"), py::arg("shift") = 0, py::arg("column_sums") = 0, py::arg("device") = 0,
       py::arg("stream") = 0, py::arg("variant") = static_cast<int>(RF_CUDA_AUTO), py::arg("splits") = 0,
+      py::arg("check_pointers") = true,
       "Queue gram[lower] += (Z - shift)^T (Z - shift) (float64 products) on a CUDA stream; returns the "
-      "(variant code, row splits) used.");
+      "(variant code, row splits) used. check_pointers=False skips asking where each address lives.");
 
   m.def(
       "cuda_device_info",

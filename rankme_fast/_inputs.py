@@ -79,12 +79,23 @@ class Matrix:
 
 def as_matrix(batch: Any, *, name: str = "batch") -> Matrix:
     """Check `batch` and flatten its leading dimensions: shape (..., D) -> (N, D)."""
+    dtype, rows, dim = check_batch(batch, name=name)
+    if rows == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(batch.shape)}): there are no rows to add")
+    device = batch.device if isinstance(batch, torch.Tensor) else torch.device("cpu")
+    batch = _readable_array(batch) if isinstance(batch, np.ndarray) else _readable_tensor(batch)
+    data = batch if batch.ndim == 2 else batch.reshape(rows, dim)
+    return Matrix(data, dtype, device)
+
+
+def check_batch(batch: Any, *, name: str = "batch") -> tuple[str, int, int]:
+    """(dtype name, rows, D) of a torch tensor or numpy array of shape (..., D), from its type,
+    dtype and shape alone (so torch.compile can trace it); TypeError/ValueError naming the
+    problem otherwise. Rows may be 0."""
     if isinstance(batch, torch.Tensor):
         dtype = _TORCH_DTYPES.get(batch.dtype)
-        device = batch.device
     elif isinstance(batch, np.ndarray):
         dtype = batch.dtype.name if batch.dtype.name in SUPPORTED_DTYPES else None
-        device = torch.device("cpu")
     else:
         raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(batch).__name__}")
     if dtype is None:
@@ -98,12 +109,10 @@ def as_matrix(batch: Any, *, name: str = "batch") -> Matrix:
     dim = int(batch.shape[-1])
     if dim == 0:
         raise ValueError(f"{name} has shape {tuple(batch.shape)}: the embedding dimension D is 0")
-    rows = int(np.prod(batch.shape[:-1]))
-    if rows == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(batch.shape)}): there are no rows to add")
-    batch = _readable_array(batch) if isinstance(batch, np.ndarray) else _readable_tensor(batch)
-    data = batch if batch.ndim == 2 else batch.reshape(rows, dim)
-    return Matrix(data, dtype, device)
+    rows = 1
+    for size in batch.shape[:-1]:
+        rows *= int(size)
+    return dtype, rows, dim
 
 
 def _readable_array(array: np.ndarray) -> np.ndarray:

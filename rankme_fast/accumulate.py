@@ -34,12 +34,19 @@ SLQ_THRESHOLD = 32768
 class NonFiniteRowsError(ValueError):
     """A batch holds rows with NaN or Inf and the policy is nonfinite="raise": nothing was added."""
 
-    def __init__(self, bad: int, rows: int) -> None:
+    def __init__(self, bad: int, rows: int, message: str | None = None) -> None:
         super().__init__(
-            f"batch has {bad} of {rows} rows holding NaN or Inf; nothing was added "
+            message
+            or f"batch has {bad} of {rows} rows holding NaN or Inf; nothing was added "
             "(pass nonfinite='drop' to skip such rows)"
         )
         self.bad, self.rows = bad, rows
+
+    @classmethod
+    def deferred(cls, bad: int, rows: int) -> NonFiniteRowsError:
+        """The error of a RankMeMetric whose updates left rows out under nonfinite="defer"."""
+        return cls(bad, rows, f"{bad} of the {rows} rows seen since the last reset held NaN or Inf; they were "
+                   "left out of the state (nonfinite='drop' gives the RankMe of the rest, with a warning)")
 
 
 @dataclass(frozen=True)
@@ -307,15 +314,26 @@ class GramAccumulator:
             self._dim, self._device = dim, device
 
     def _combine_means(self, n_b: int, mean_b: torch.Tensor) -> None:
-        """Chan/Pébay: M2 += M2_b (already added) + δδᵀ n_a n_b / n; μ += δ n_b / n."""
         assert self._gram is not None and self._mean is not None
-        n_a = self._count
-        n = n_a + n_b
-        delta = mean_b - self._mean
-        if n_a:
-            self._gram.addr_(delta, delta, alpha=n_a * n_b / n)
-        self._mean.add_(delta, alpha=n_b / n)
-        self._count = n
+        chan_merge(self._gram, self._mean, self._count, n_b, mean_b)
+        self._count += n_b
+
+
+def chan_merge(
+    gram: torch.Tensor, mean: torch.Tensor, n_a: int | torch.Tensor, n_b: int | torch.Tensor, mean_b: torch.Tensor
+) -> None:
+    """Chan/Pébay merge of a part of n_b rows with mean mean_b (its own scatter already added
+    into `gram`) into a state of n_a rows: M2 += δδᵀ·n_a·n_b/n, μ += δ·n_b/n, n = n_a + n_b.
+    Counts may be host integers or 0-d device tensors (then nothing is read back to the host,
+    and n = 0 leaves the state as it is)."""
+    n = n_a + n_b
+    if isinstance(n, torch.Tensor):
+        n = n.clamp(min=1).to(torch.float64)
+    elif n == 0:
+        return
+    delta = mean_b - mean
+    gram.add_(torch.outer(delta, delta).mul_(n_a * n_b / n))
+    mean.add_(delta * (n_b / n))
 
 
 def _symmetric(gram: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,8 @@ the current torch stream of Z's device, like any torch op.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from rankme_fast._inputs import SUPPORTED_DTYPES, dtype_name, torch_dtype
@@ -25,13 +27,18 @@ def unavailable_reason(device: torch.device | None = None) -> str | None:
         return "rankme_fast._C was built without CUDA (nvcc was not found or RANKME_FAST_CUDA=OFF)"
     if device is not None and device.type != "cuda":
         return f"input is on {device}; the cuda backend reads GPU memory"
+    return _runtime_reason()
+
+
+@functools.cache
+def _runtime_reason() -> str | None:
+    """Why the CUDA runtime offers no device, asked once: the devices a process sees are fixed
+    when it first initialises CUDA."""
     try:
         count = native.cuda_device_count()
     except RuntimeError as error:
         return str(error)
-    if count == 0:
-        return "no CUDA device is visible"
-    return None
+    return "no CUDA device is visible" if count == 0 else None
 
 
 def syrk_update(
@@ -66,6 +73,7 @@ def syrk_update(
         stream=torch.cuda.current_stream(device).cuda_stream,
         variant=native.CUDA_VARIANTS[variant],
         splits=splits or 0,
+        check_pointers=False,  # _check: every tensor is on z's device
     )  # fmt: skip
     return VARIANTS[used], n_splits
 

@@ -70,6 +70,19 @@ def _scenarios(rank: int) -> dict[str, object]:
     out["capped_local_count"] = int(capped.count)
     out["capped"] = float(capped.compute())
 
+    import warnings
+
+    dirty = RankMeMetric(nonfinite="drop")  # rank 0 feeds 1 row with NaN, rank 1 feeds 2
+    rows = _shard(plain, rank).clone()
+    rows[[1, 5][: rank + 1], 0] = float("nan")
+    for batch in rows.split(64):
+        dirty.update(batch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out["dropped_value"] = float(dirty.compute())
+    out["dropped_warnings"] = [str(w.message) for w in caught]
+    out["dropped_local_count"] = int(dirty.nonfinite_rows)
+
     layer = torch.nn.Identity()
     with RankMeRecorder(layer) as recorder:
         for batch in _shard(plain, rank).split(100):
@@ -160,6 +173,16 @@ def test_max_samples_counts_over_all_ranks(ranks):
     assert [result["capped_local_count"] for result in ranks] == [151, 150]
     expected = rf.rankme(torch.cat([plain[:151], plain[SPLIT : SPLIT + 150]]))
     assert all(_close(result["capped"], expected) for result in ranks)
+
+
+def test_rows_left_out_for_nan_are_summed_over_ranks(ranks):
+    plain, _ = _data()
+    clean = torch.cat([plain[:1], plain[2:SPLIT], plain[SPLIT : SPLIT + 1], plain[SPLIT + 2 : SPLIT + 5],
+                       plain[SPLIT + 6 :]])  # fmt: skip
+    for rank, result in enumerate(ranks):
+        assert any("3 rows holding NaN or Inf were left out" in m for m in result["dropped_warnings"])
+        assert _close(result["dropped_value"], rf.rankme(clean))
+        assert result["dropped_local_count"] == rank + 1  # the local state is restored after the sync
 
 
 def test_recorder_syncs_without_changing_the_local_state(ranks):

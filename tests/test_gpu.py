@@ -237,3 +237,98 @@ def test_gpu_kernels_pass_their_first_use_self_check(name, precision, dtype):
     canary.forget()
     assert canary.verdict(backend, torch.device("cuda"), dtype_name(dtype), precision) is None
     assert rf.available_backends(precision)[name] is None
+
+
+# ---- RankMe inside compiled GPU training steps ------------------------------------------------
+
+
+def test_metric_updates_never_wait_for_the_gpu():
+    from rankme_fast.integrations import RankMeMetric
+
+    for centered in (False, True):
+        metric = RankMeMetric(64, centered=centered).cuda()  # nonfinite="auto" is "defer" on a GPU
+        z = torch.randn(256, 64, device="cuda") + 3.0
+        metric.update(z)  # first batch: backend choice and its self-check may read back
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for part in z.split(37):
+                metric.update(part)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        assert int(metric.count) == 512
+        expected = reference_rankme(torch.cat([z, z]).cpu(), centered)
+        assert relative_error(float(metric.compute()), expected) <= 1e-9
+
+
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_compiled_and_cuda_graph_steps_equal_eager(mode):
+    from torch._dynamo.utils import counters
+
+    from rankme_fast.integrations import RankMeMetric
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(96, 256), torch.nn.GELU(), torch.nn.Linear(256, 128)).cuda()
+    compiled_metric, eager_metric = RankMeMetric(128).cuda(), RankMeMetric(128).cuda()
+
+    def step(x, metric):
+        embeddings = model(x)
+        metric.update(embeddings)
+        return embeddings.square().mean()
+
+    compiled = torch.compile(step, fullgraph=True, mode=mode)
+    inputs = [torch.randn(512, 96, device="cuda") for _ in range(8)]
+    counters.clear()
+    for x in inputs:
+        torch.testing.assert_close(compiled(x, compiled_metric), step(x, eager_metric))
+    torch.cuda.synchronize()
+    assert counters["stats"]["unique_graphs"] == 1
+    if mode == "reduce-overhead":
+        assert not counters["inductor"]["cudagraph_skips"], "the step was not captured in a CUDA graph"
+    assert int(compiled_metric.count) == int(eager_metric.count) == 8 * 512
+    assert relative_error(float(compiled_metric.compute()), float(eager_metric.compute())) <= 1e-9
+
+
+def _nccl_worker(rank: int, init_file: str, result_dir: str) -> None:
+    import datetime
+    import traceback
+    from pathlib import Path
+
+    import torch.distributed as dist
+    from test_distributed import _data, _shard
+
+    from rankme_fast.integrations import RankMeMetric
+
+    try:
+        torch.cuda.set_device(rank)
+        dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=2,
+                                timeout=datetime.timedelta(seconds=120))  # fmt: skip
+        out = {}
+        for centered, z in zip((False, True), _data(), strict=True):
+            metric = RankMeMetric(z.shape[1], centered=centered).cuda()
+            for batch in _shard(z, rank).split(64):
+                metric.update(batch.float().cuda())
+            out[centered] = float(metric.compute())
+        dist.destroy_process_group()
+    except BaseException:
+        out = {"error": traceback.format_exc()}
+    torch.save(out, Path(result_dir) / f"rank{rank}.pt")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="two-process NCCL needs two GPUs")
+def test_two_process_nccl_equals_one_process(tmp_path):
+    import multiprocessing
+
+    from test_distributed import _data
+
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_nccl_worker, args=(r, str(tmp_path / "store"), str(tmp_path))) for r in (0, 1)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(180)
+    results = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    for result in results:
+        assert "error" not in result, result.get("error")
+        for centered, z in zip((False, True), _data(), strict=True):
+            assert relative_error(result[centered], rf.rankme(z.float(), centered=centered)) <= 1e-9

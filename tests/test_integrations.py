@@ -77,12 +77,16 @@ def test_state_dict_round_trip_and_resume(centered):
     metric = RankMeMetric(centered=centered)
     metric.update(z[:250])
     saved = metric.state_dict()
-    assert set(saved) == ({"gram", "count", "mean"} if centered else {"gram", "count"})
+    assert set(saved) == {"gram", "count", "nonfinite_rows"} | ({"mean"} if centered else set())
     resumed = RankMeMetric(centered=centered)
     resumed.load_state_dict(saved)
     resumed.update(z[250:])
     assert _close(resumed.compute(), rf.rankme(z, centered=centered))
     assert not RankMeMetric(persistent=False).state_dict()
+    older = {k: v for k, v in saved.items() if k != "nonfinite_rows"}  # saved before that state existed
+    resumed = RankMeMetric(centered=centered)
+    resumed.load_state_dict(older)
+    assert int(resumed.nonfinite_rows) == 0 and int(resumed.count) == 250
 
 
 def test_load_state_dict_rejects_bad_states_and_keeps_its_own():

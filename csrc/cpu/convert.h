@@ -32,15 +32,20 @@ inline float bfloat16_to_float(uint16_t b) { return bits_to_float(static_cast<ui
 
 template <typename T>
 struct Load;
+// Each Load<T> also names the exponent bits of its storage: all set means Inf or NaN.
 template <>
 struct Load<double> {
   using storage = double;
+  using bits = uint64_t;
+  static constexpr bits exponent = 0x7ff0000000000000ull;
   static double get(double v) { return v; }
   static bool finite(double v) { return std::isfinite(v); }
 };
 template <>
 struct Load<float> {
   using storage = float;
+  using bits = uint32_t;
+  static constexpr bits exponent = 0x7f800000u;
   static double get(float v) { return v; }
   static bool finite(float v) { return std::isfinite(v); }
 };
@@ -49,15 +54,35 @@ struct BFloat16 {};
 template <>
 struct Load<Half> {
   using storage = uint16_t;
+  using bits = uint16_t;
+  static constexpr bits exponent = 0x7c00u;
   static double get(uint16_t v) { return half_to_float(v); }
   static bool finite(uint16_t v) { return (v & 0x7c00u) != 0x7c00u; }
 };
 template <>
 struct Load<BFloat16> {
   using storage = uint16_t;
+  using bits = uint16_t;
+  static constexpr bits exponent = 0x7f80u;
   static double get(uint16_t v) { return bfloat16_to_float(v); }
   static bool finite(uint16_t v) { return (v & 0x7f80u) != 0x7f80u; }
 };
+
+// True when any of n contiguous values is Inf or NaN: an OR over integer tests, which the
+// compiler vectorises (a loop of std::isfinite calls is not).
+template <typename Tag>
+inline bool any_nonfinite(const typename Load<Tag>::storage* values, int64_t n) {
+  using Bits = typename Load<Tag>::bits;
+  constexpr Bits exponent = Load<Tag>::exponent;
+  static_assert(sizeof(Bits) == sizeof(typename Load<Tag>::storage), "bits and storage differ in size");
+  Bits found = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    Bits b;
+    std::memcpy(&b, values + i, sizeof b);
+    found |= static_cast<Bits>((b & exponent) == exponent);
+  }
+  return found != 0;
+}
 
 // Calls f(Tag{}) with the tag type of the dtype code (double, float, Half or BFloat16).
 template <typename F>

@@ -52,7 +52,11 @@ int64_t rf_cpu_count_nonfinite_rows(const rf_matrix_view* z) {
     for (int64_t r = 0; r < v.rows; ++r) {
       const auto* row = row_pointer<Tag>(v, r);
       bool finite = true;
-      for (int64_t c = 0; c < v.cols; ++c) finite &= Load<Tag>::finite(row[c * v.col_stride]);
+      if (v.col_stride == 1) {
+        finite = !any_nonfinite<Tag>(row, v.cols);
+      } else {
+        for (int64_t c = 0; c < v.cols; ++c) finite &= Load<Tag>::finite(row[c * v.col_stride]);
+      }
       bad += finite ? 0 : 1;
     }
   });

@@ -21,7 +21,7 @@ int rf_cuda_device_info(int32_t, int32_t*, int32_t*, int32_t*, char* err, size_t
 }
 
 int rf_cuda_syrk_update(const rf_matrix_view*, const double*, double*, double*, int32_t, void*, int32_t, int64_t,
-                        int32_t*, int64_t*, char* err, size_t err_len) {
+                        int32_t, int32_t*, int64_t*, char* err, size_t err_len) {
   std::snprintf(err, err_len, "%s", kNoCuda);
   return 1;
 }

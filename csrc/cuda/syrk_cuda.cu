@@ -4,7 +4,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdio>
+#include <mutex>
 
 #include "syrk_kernel.cuh"
 
@@ -107,16 +109,59 @@ bool on_device(const void* ptr, int device) {
          attributes.device == device;
 }
 
+// What a launch needs to know of a device and of each kernel instance on it, asked of the
+// runtime once per process: a training loop launches the same kernel every step, and these
+// queries are neither free nor allowed everywhere (e.g. inside some stream captures).
+constexpr int kMaxDevices = 64;
+struct DeviceInfo {
+  int major = 0, minor = 0, multiprocessors = 0;
+  std::atomic<int> occupancy[4][3];  // blocks per multiprocessor by dtype code and variant - 1; 0: not asked yet
+};
+DeviceInfo device_infos[kMaxDevices];  // static storage: zero-initialised
+std::atomic<bool> device_known[kMaxDevices];
+std::mutex device_info_mutex;
+
+cudaError_t device_info(int device, DeviceInfo** info) {
+  if (device < 0 || device >= kMaxDevices) return cudaErrorInvalidDevice;
+  if (!device_known[device].load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(device_info_mutex);
+    if (!device_known[device].load(std::memory_order_relaxed)) {
+      DeviceInfo& d = device_infos[device];
+      cudaError_t status = cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, device);
+      if (status == cudaSuccess) status = cudaDeviceGetAttribute(&d.minor, cudaDevAttrComputeCapabilityMinor, device);
+      if (status == cudaSuccess)
+        status = cudaDeviceGetAttribute(&d.multiprocessors, cudaDevAttrMultiProcessorCount, device);
+      if (status != cudaSuccess) return status;
+      device_known[device].store(true, std::memory_order_release);
+    }
+  }
+  *info = &device_infos[device];
+  return cudaSuccess;
+}
+
+cudaError_t cached_occupancy(DeviceInfo* info, int32_t dtype, int32_t variant, int* blocks) {
+  std::atomic<int>& cached = info->occupancy[dtype & 3][(variant - 1) % 3];
+  if (cached.load(std::memory_order_acquire) == 0) {
+    std::lock_guard<std::mutex> lock(device_info_mutex);
+    if (cached.load(std::memory_order_relaxed) == 0) {
+      int found = 0;
+      const cudaError_t status = dispatch(dtype, variant, Occupancy{&found});
+      if (status != cudaSuccess) return status;
+      cached.store(found > 1 ? found : 1, std::memory_order_release);
+    }
+  }
+  *blocks = cached.load(std::memory_order_acquire);
+  return cudaSuccess;
+}
+
 // Runs the update with `device` current, restoring the caller's device afterwards.
 int syrk_on_device(const rf_matrix_view& z, const double* shift, double* gram, double* column_sums, int device,
-                   cudaStream_t stream, int32_t variant, int64_t splits, int32_t* used_variant, int64_t* used_splits,
-                   char* err, size_t err_len) {
-  int major = 0, minor = 0, multiprocessors = 0;
-  cudaError_t status = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
-  if (status == cudaSuccess)
-    status = cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
+                   cudaStream_t stream, int32_t variant, int64_t splits, bool check_pointers, int32_t* used_variant,
+                   int64_t* used_splits, char* err, size_t err_len) {
+  DeviceInfo* info = nullptr;
+  cudaError_t status = device_info(device, &info);
   if (status != cudaSuccess) return fail(err, err_len, "cannot query the CUDA device", status);
+  const int major = info->major, minor = info->minor, multiprocessors = info->multiprocessors;
   if (variant == RF_CUDA_AUTO) variant = best_variant(major);
   if ((variant == RF_CUDA_DMMA_16X8X8 && major < 9) || (variant == RF_CUDA_DMMA_8X8X4 && major < 8)) {
     std::snprintf(err, err_len, "variant %s needs a newer GPU than compute capability %d.%d", variant_name(variant),
@@ -125,14 +170,14 @@ int syrk_on_device(const rf_matrix_view& z, const double* shift, double* gram, d
   }
   const void* pointers[] = {z.data, gram, shift, column_sums};
   const char* names[] = {"z", "gram", "shift", "column_sums"};
-  for (int n = 0; n < 4; ++n)
+  for (int n = 0; check_pointers && n < 4; ++n)
     if (pointers[n] != nullptr && !on_device(pointers[n], device)) {
       std::snprintf(err, err_len, "%s is not in the memory of CUDA device %d", names[n], device);
       return 1;
     }
 
   int per_multiprocessor = 0;
-  status = dispatch(z.dtype, variant, Occupancy{&per_multiprocessor});
+  status = cached_occupancy(info, z.dtype, variant, &per_multiprocessor);
   if (status != cudaSuccess) return fail(err, err_len, "cannot configure the CUDA SYRK kernel", status);
   if (triangle_tile_count((z.cols + kTile - 1) / kTile) > 0x7fffffff)
     return fail(err, err_len, "D is too large for one launch");
@@ -152,8 +197,8 @@ int syrk_on_device(const rf_matrix_view& z, const double* shift, double* gram, d
 extern "C" {
 
 int rf_cuda_syrk_update(const rf_matrix_view* z, const double* shift, double* gram, double* column_sums,
-                        int32_t device, void* stream, int32_t variant, int64_t splits, int32_t* used_variant,
-                        int64_t* used_splits, char* err, size_t err_len) {
+                        int32_t device, void* stream, int32_t variant, int64_t splits, int32_t check_pointers,
+                        int32_t* used_variant, int64_t* used_splits, char* err, size_t err_len) {
   using namespace rankme_fast;
   using namespace rankme_fast::cuda_syrk;
   if (!valid_view(z)) return fail(err, err_len, "invalid matrix view (null data, empty shape or unknown dtype)");
@@ -164,8 +209,8 @@ int rf_cuda_syrk_update(const rf_matrix_view* z, const double* shift, double* gr
   if (status == cudaSuccess && previous != device) status = cudaSetDevice(device);
   if (status != cudaSuccess) return fail(err, err_len, "CUDA is unavailable", status);
   const int result = syrk_on_device(rows_ascending(*z), shift, gram, column_sums, device,
-                                    static_cast<cudaStream_t>(stream), variant, splits, used_variant, used_splits,
-                                    err, err_len);
+                                    static_cast<cudaStream_t>(stream), variant, splits, check_pointers != 0,
+                                    used_variant, used_splits, err, err_len);
   if (previous != device) cudaSetDevice(previous);
   return result;
 }

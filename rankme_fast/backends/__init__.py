@@ -62,8 +62,23 @@ def backend_reason(name: str, batch: Any, precision: str = "exact") -> str | Non
     return _reason(_REGISTRY[name], as_matrix(batch), precision)
 
 
+# Choices already made, by what they depend on: the request, the precision, the input's device
+# and dtype, the preference order, and canary.generation (bumped when self-check verdicts are
+# forgotten or the kernels behind a backend change). A training loop's update thus costs a
+# dict lookup instead of probing every backend (and the CUDA runtime) again.
+_choices: dict[tuple, tuple[Backend, dict[str, str]]] = {}
+
+
 def select_backend(matrix: Matrix, precision: str, requested: str = "auto") -> tuple[Backend, dict[str, str]]:
     """The backend for this input and, for 'auto', why each preferred one was passed over."""
+    key = (requested, precision, matrix.device, matrix.dtype, _PREFERENCE, canary.generation)
+    choice = _choices.get(key)
+    if choice is None:
+        choice = _choices[key] = _select(matrix, precision, requested)
+    return choice[0], dict(choice[1])
+
+
+def _select(matrix: Matrix, precision: str, requested: str) -> tuple[Backend, dict[str, str]]:
     check_choice(requested, precision)
     if requested != "auto":
         backend = _REGISTRY[requested]

@@ -64,10 +64,21 @@ def failures(name: str, precision: str) -> list[str]:
     return [reason for (n, _, _, _, p), reason in _verdicts.items() if n == name and p == precision and reason]
 
 
+generation = 0  # bumped whenever verdicts, or the kernels behind a backend, change
+
+
 def forget() -> None:
     """Drop every verdict (tests; a process that swapped a kernel)."""
     _verdicts.clear()
     seconds_spent.clear()
+    kernels_changed()
+
+
+def kernels_changed() -> None:
+    """The kernel a backend runs changed (another CPU instruction set): choices made with the
+    old one are stale, and the new one is self-checked on its first batch."""
+    global generation
+    generation += 1
 
 
 def _self_check(backend: Backend, device: torch.device, dtype: str, precision: str) -> str | None:

@@ -12,6 +12,7 @@ import torch
 
 from rankme_fast._inputs import Matrix
 from rankme_fast._native import native, native_error
+from rankme_fast.backends import canary
 
 _KERNELS = ("auto", "blas", "tiled")
 
@@ -98,7 +99,9 @@ def instruction_set(name: str) -> Iterator[None]:
     for a whole process."""
     previous = native.cpu_isa()
     native.select_cpu_isa(name)
+    canary.kernels_changed()
     try:
         yield
     finally:
         native.select_cpu_isa(previous)
+        canary.kernels_changed()

@@ -8,6 +8,8 @@ the Chan formula), not all-gathered as torchmetrics does by default.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,12 +17,14 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from rankme_fast._inputs import SUPPORTED_DTYPES, as_matrix
-from rankme_fast.accumulate import GramAccumulator, GramState
+from rankme_fast._inputs import as_matrix, check_batch
+from rankme_fast.accumulate import GramAccumulator, GramState, NonFiniteRowsError
 from rankme_fast.integrations.capping import check_max_samples, room_left
+from rankme_fast.ops import POLICIES
 from rankme_fast.spectrum import METRIC_NAMES
 
 _STATES = ("gram", "count", "mean")
+_NONFINITE_OPTIONS = ("auto", *POLICIES)
 
 
 class NothingSeenError(ValueError):
@@ -35,6 +39,13 @@ class RankMeMetric(Metric):
     `forward`, is the same and returns None, so no eigensolve runs per step) and `compute` at
     the end of an epoch or an evaluation; in Lightning, `self.log(name, metric, on_step=False,
     on_epoch=True)`.
+
+    Rows holding NaN or Inf (`nonfinite`): "raise" stops `update` with a ValueError and adds
+    nothing (this reads one number back from the device: a synchronisation on a GPU); "defer"
+    excludes and counts them on the device and `compute` raises, naming the count; "drop"
+    excludes and counts them and `compute` warns. "auto" (the default) is "raise" for a state
+    on the CPU and "defer" on a GPU, where `update` then never waits for the device: it can run
+    inside a compiled step (`torch.compile(step, fullgraph=True)`) or a CUDA graph.
 
     `dim` may be left None (fixed by the first batch). `metrics`, a sequence of METRIC_NAMES,
     makes `compute` return a dict instead of RankMe alone. `max_samples` keeps the first
@@ -58,12 +69,14 @@ class RankMeMetric(Metric):
         backend: str = "auto",
         metrics: Sequence[str] | None = None,
         max_samples: int | None = None,
-        nonfinite: str = "raise",
+        nonfinite: str = "auto",
         persistent: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        GramAccumulator(dim, centered=centered, precision=precision, backend=backend, nonfinite=nonfinite)
+        GramAccumulator(dim, centered=centered, precision=precision, backend=backend)
+        if nonfinite not in _NONFINITE_OPTIONS:
+            raise ValueError(f"nonfinite must be one of {_NONFINITE_OPTIONS}, got {nonfinite!r}")
         if not eps >= 0:
             raise ValueError(f"eps must be a non-negative number, got {eps!r}")
         check_max_samples(max_samples)
@@ -81,6 +94,8 @@ class RankMeMetric(Metric):
         zeros = torch.zeros
         self.add_state("gram", zeros(size, size, dtype=torch.float64), dist_reduce_fx="sum", persistent=persistent)
         self.add_state("count", zeros((), dtype=torch.int64), dist_reduce_fx="sum", persistent=persistent)
+        # rows skipped for NaN/Inf under "defer"/"drop", counted on the device
+        self.add_state("nonfinite_rows", zeros((), dtype=torch.int64), dist_reduce_fx="sum", persistent=persistent)
         if self.centered:
             self.add_state("mean", zeros(size, dtype=torch.float64), dist_reduce_fx=None, persistent=persistent)
 
@@ -88,22 +103,45 @@ class RankMeMetric(Metric):
 
     def update(self, embeddings: torch.Tensor | np.ndarray) -> None:
         """Fold a batch of shape (..., D) into the state; a batch with no rows is accepted
-        and adds nothing (a rank or a step may have none). Bad input raises, state unchanged."""
-        if self._is_empty(embeddings):
+        and adds nothing (a rank or a step may have none). Bad input raises, state unchanged.
+        Traceable by torch.compile for tensors (the kernel call is the op rankme_fast::fold_);
+        with `max_samples` it reads the row count back (one synchronisation on a GPU)."""
+        _, rows, dim = check_batch(embeddings, name="embeddings")
+        if self.gram.numel() and dim != self.gram.shape[0]:
+            raise ValueError(f"embeddings have D={dim} but this metric has D={self.gram.shape[0]}")
+        if rows == 0:
             return
-        matrix = as_matrix(embeddings, name="embeddings")
-        room = room_left(self.max_samples, int(self.count), self.process_group)
-        room = matrix.rows if room is None else room
-        if room == 0:
-            if self.gram.numel() and matrix.cols != self.gram.shape[0]:
-                raise ValueError(f"embeddings have D={matrix.cols} but this metric has D={self.gram.shape[0]}")
-            return
-        accumulator = self.accumulator()
-        accumulator.update(matrix.data[:room] if room < matrix.rows else matrix.data)
-        self._keep(accumulator)
+        if isinstance(embeddings, np.ndarray):
+            embeddings = as_matrix(embeddings, name="embeddings").torch()
+        z = embeddings.detach()
+        if z.ndim != 2:
+            z = z.reshape(rows, dim)
+        if z.device != self.gram.device:
+            z = z.to(self.gram.device)
+        if self.max_samples is not None:
+            room = room_left(self.max_samples, int(self.count), self.process_group)
+            if room == 0:
+                return
+            z = z[:room]
+        if not self.gram.numel():  # D fixed by this first batch (give `dim` to compile for CUDA graphs)
+            self.gram = torch.zeros(dim, dim, dtype=torch.float64, device=self.gram.device)
+            if self.centered:
+                self.mean = torch.zeros(dim, dtype=torch.float64, device=self.gram.device)
+            self._static_addresses()
+        mean = self.mean if self.centered else self.gram.new_empty(0)
+        policy = self._policy()
+        torch.ops.rankme_fast.fold_(
+            self.gram, self.count, self.nonfinite_rows, mean, z, self.centered, self.precision, self.backend, policy
+        )
 
     def compute(self) -> torch.Tensor | dict[str, torch.Tensor]:
         """RankMe (float64 scalar tensor) of all rows seen, or a dict when `metrics` was given."""
+        skipped = int(self.nonfinite_rows)
+        if skipped and self._policy() == "defer":
+            raise NonFiniteRowsError.deferred(skipped, int(self.count) + skipped)
+        if skipped:
+            warnings.warn(f"RankMeMetric: {skipped} rows holding NaN or Inf were left out", RuntimeWarning,
+                          stacklevel=2)  # fmt: skip
         accumulator = self.accumulator()
         if accumulator.count == 0:
             raise NothingSeenError("RankMeMetric.compute(): no rows were seen since the last reset (on any process)")
@@ -114,6 +152,22 @@ class RankMeMetric(Metric):
             name: torch.tensor(spectrum.metric(name, self.eps), dtype=torch.float64) for name in self.metric_names
         }
 
+    def _wrap_update(self, update: Any) -> Any:
+        """torchmetrics' bookkeeping around `update`, except inside torch.compile: there the
+        Python update counter it increments would be guarded on and recompile every step, so
+        the compiled path only marks the metric as updated (a constant, read by nothing)."""
+        wrapped = super()._wrap_update(update)
+
+        @functools.wraps(update)
+        def counted_or_compiled(*args: Any, **kwargs: Any) -> None:
+            if not torch.compiler.is_compiling():
+                return wrapped(*args, **kwargs)
+            self._computed = None
+            self._update_count = 1
+            return update(*args, **kwargs)
+
+        return counted_or_compiled
+
     def forward(self, embeddings: torch.Tensor | np.ndarray) -> None:  # type: ignore[override]
         """Same as `update`: no eigensolve per step (torchmetrics' forward would run one)."""
         self.update(embeddings)
@@ -122,14 +176,16 @@ class RankMeMetric(Metric):
         """Fold another RankMeMetric (or its states) into this one: a sum, or a Chan merge when
         centred."""
         if isinstance(incoming_state, RankMeMetric):
-            other = incoming_state.accumulator()
+            other, skipped = incoming_state.accumulator(), incoming_state.nonfinite_rows
         elif isinstance(incoming_state, Mapping):
             other = GramAccumulator.from_state_dict(self._as_state_dict(incoming_state))
+            skipped = incoming_state.get("nonfinite_rows", 0)
         else:
             raise TypeError(f"expected a RankMeMetric or a dict of its states, got {type(incoming_state).__name__}")
         accumulator = self.accumulator()
         accumulator.merge(other)
         self._keep(accumulator)
+        self.nonfinite_rows += torch.as_tensor(skipped, device=self.nonfinite_rows.device)
 
     def accumulator(self) -> GramAccumulator:
         """A GramAccumulator over this metric's state tensors (updates write into them)."""
@@ -143,17 +199,25 @@ class RankMeMetric(Metric):
             self.centered,
             self.precision,
         )
-        return GramAccumulator.from_shared_state(
-            state, backend=self.backend, device=self.device, nonfinite=self.nonfinite
-        )
+        return GramAccumulator.from_shared_state(state, backend=self.backend, device=self.device)
+
+    def _policy(self) -> str:
+        """The non-finite policy in force: "auto" is "defer" for a state on a GPU, else "raise"."""
+        if self.nonfinite != "auto":
+            return self.nonfinite
+        return "defer" if self.gram.device.type == "cuda" else "raise"
 
     # -- torchmetrics internals this metric replaces ----------------------------------------------
 
     def _sync_dist(self, dist_sync_fn: Any = None, process_group: Any = None) -> None:
         """One all_reduce of the Gram (Chan merge when centred) instead of an all-gather."""
         accumulator = self.accumulator()
-        accumulator.all_reduce(process_group or self.process_group)
+        group = process_group or self.process_group
+        accumulator.all_reduce(group)
         self._keep(accumulator)
+        skipped = self.nonfinite_rows.to("cuda" if torch.distributed.get_backend(group) == "nccl" else "cpu")
+        torch.distributed.all_reduce(skipped, group=group)
+        self.nonfinite_rows = skipped.to(self.nonfinite_rows.device)
 
     def _apply(self, fn: Any, exclude_state: Sequence[str] = ()) -> Metric:
         """Follow device moves, never dtype casts: the states stay float64."""
@@ -161,7 +225,29 @@ class RankMeMetric(Metric):
         for name, default in self._defaults.items():
             this._defaults[name] = default.to(this.device)
             setattr(this, name, getattr(this, name).to(this.device))
+        this._static_addresses()
         return this
+
+    def reset(self) -> None:
+        """torchmetrics' reset, except that a state already of its default shape (`dim` given)
+        is zeroed where it is: compiled steps and CUDA graphs that write into it stay valid
+        from one epoch to the next."""
+        kept = {
+            name: getattr(self, name)
+            for name, default in self._defaults.items()
+            if isinstance(default, torch.Tensor) and getattr(self, name).shape == default.shape
+        }
+        super().reset()
+        for name, tensor in kept.items():
+            setattr(self, name, tensor.zero_())
+        self._static_addresses()
+
+    def _static_addresses(self) -> None:
+        """Mark GPU states as fixed addresses: torch.compile captures a step in a CUDA graph
+        (mode="reduce-overhead") only when every input it writes to is one."""
+        if self.gram.is_cuda and not torch.compiler.is_compiling():
+            for name in self._defaults:
+                torch._dynamo.mark_static_address(getattr(self, name))
 
     def _load_from_state_dict(
         self,
@@ -176,6 +262,8 @@ class RankMeMetric(Metric):
         """Check what is loaded as `GramAccumulator.from_state_dict` does; the state is left
         unchanged when it is rejected."""
         present = {name: state_dict[prefix + name] for name in _STATES if prefix + name in state_dict}
+        if present and self._persistent.get("nonfinite_rows") and prefix + "nonfinite_rows" not in state_dict:
+            state_dict[prefix + "nonfinite_rows"] = torch.zeros((), dtype=torch.int64)  # saved before it existed
         if present:
             loaded = GramAccumulator.from_state_dict(self._as_state_dict(present), device=self.device)
             dim = self.gram.shape[0] if self.gram.numel() else None
@@ -196,10 +284,14 @@ class RankMeMetric(Metric):
         state = accumulator.shared_state()
         if state.gram is None:
             return
+        if self.gram.shape == state.gram.shape and self.count.device == state.gram.device:
+            self.count.fill_(state.count)  # in place, as the other states are: addresses stay
+        else:
+            self.count = torch.tensor(state.count, dtype=torch.int64, device=state.gram.device)
         self.gram = state.gram
-        self.count = torch.tensor(state.count, dtype=torch.int64, device=self.gram.device)
         if self.centered:
             self.mean = state.mean
+        self._static_addresses()
 
     def _as_state_dict(self, states: Mapping[str, Any]) -> dict[str, Any]:
         """Metric states -> the `GramAccumulator.state_dict()` layout, lower triangle mirrored."""
@@ -225,17 +317,3 @@ class RankMeMetric(Metric):
             "gram": gram if sized else None,
             "mean": mean,
         }
-
-    def _is_empty(self, embeddings: Any) -> bool:
-        """A well-formed batch with no rows: checked like any batch (dtype, D), then skipped."""
-        shape = getattr(embeddings, "shape", None)
-        if not isinstance(embeddings, (torch.Tensor, np.ndarray)) or shape is None or len(shape) < 2:
-            return False
-        if int(np.prod(shape[:-1])) != 0 or shape[-1] == 0:
-            return False
-        dtype = str(embeddings.dtype).removeprefix("torch.")
-        if dtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"embeddings have dtype {embeddings.dtype}; expected one of {', '.join(SUPPORTED_DTYPES)}")
-        if self.gram.numel() and shape[-1] != self.gram.shape[0]:
-            raise ValueError(f"embeddings have D={shape[-1]} but this metric has D={self.gram.shape[0]}")
-        return True

@@ -72,11 +72,13 @@ typedef enum { RF_CUDA_AUTO = 0, RF_CUDA_DMMA_16X8X8 = 1, RF_CUDA_DMMA_8X8X4 = 2
 // gram and column_sums live in memory of `device`; the kernel is queued on `stream` (a
 // cudaStream_t, 0 for the legacy default stream) and not waited for. column_sums, if not
 // NULL, gets += the column sums of z (unshifted). splits = 0 picks the number of row splits
-// (split-N) itself. The variant and split count used are written to *used_variant and
-// *used_splits when those are not NULL.
+// (split-N) itself. check_pointers = 0 skips asking the runtime where each pointer lives (for
+// callers that know, like the torch wrapper). The variant and split count used are written to
+// *used_variant and *used_splits when those are not NULL. Device properties and kernel
+// occupancy are queried once per process and device.
 int rf_cuda_syrk_update(const rf_matrix_view* z, const double* shift, double* gram, double* column_sums,
-                        int32_t device, void* stream, int32_t variant, int64_t splits, int32_t* used_variant,
-                        int64_t* used_splits, char* err, size_t err_len);
+                        int32_t device, void* stream, int32_t variant, int64_t splits, int32_t check_pointers,
+                        int32_t* used_variant, int64_t* used_splits, char* err, size_t err_len);
 
 #ifdef __cplusplus
 }
