@@ -23,11 +23,11 @@ VENV_FLAGS := --system-site-packages
 INSTALL := $(PY) -m pip install --no-index --no-build-isolation --no-deps -e .
 else
 VENV_FLAGS :=
-INSTALL := $(PY) -m pip install --no-build-isolation -e ".[dev,audio,train,io]" && \
+INSTALL := $(PY) -m pip install --no-build-isolation -e ".[dev,all]" && \
 	$(PY) -m pip install --no-deps $(AUDIO_NO_DEPS)
 endif
 
-.PHONY: test demo demo-backends lint bench bench-audio study-full wheel clean
+.PHONY: test demo demo-backends lint bench bench-cpu bench-audio study-full wheel clean
 
 # The Triton kernels run a second time under Triton's CPU interpreter (tiny shapes); the flag
 # must be set before Triton is imported, hence a separate pytest process.
@@ -48,7 +48,15 @@ demo-backends: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
+# The pytest-benchmark suites (a few minutes): JSON into bench/results/, compared with the last
+# committed run. `make bench-cpu` is the full-size side-by-side CPU comparison.
+BENCH_JSON := bench/results/benchmarks-$(shell date +%F).json
 bench: $(VENV)/.installed
+	$(PY) -m pytest bench/test_benchmarks.py -q -p no:cacheprovider --benchmark-json=$(BENCH_JSON) \
+		--benchmark-columns=median,iqr,rounds --benchmark-sort=name
+	$(PY) bench/compare.py $(BENCH_JSON)
+
+bench-cpu: $(VENV)/.installed
 	$(PY) bench/bench_cpu.py
 
 bench-audio: $(VENV)/.installed

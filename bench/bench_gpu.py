@@ -174,7 +174,7 @@ def median_ms(fn) -> float:
 def triton_section(quick: bool) -> dict[str, object]:
     import torch
 
-    from rankme_fast.triton.syrk import syrk_update
+    from rankme_fast.backends.triton_kernels import syrk_update
 
     size = 8192 if not quick else 4096
     operands = [torch.randn(size, size, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
@@ -232,7 +232,7 @@ def triton_section(quick: bool) -> dict[str, object]:
         "bf16_min_speedup_vs_torch_mm_D>=2048_N=262144": min((r["speedup_vs_torch_mm"] for r in target), default=None),
         "bf16_min_pct_of_peak_D>=2048_N=262144": min((r["pct_of_bf16_peak"] for r in target), default=None),
     }
-    print(f"acceptance (issue 3): {json.dumps(acceptance)}")
+    print(f"acceptance (Triton section): {json.dumps(acceptance)}")
     return {
         "bf16_gemm_peak_tflops": peak_tflops,
         "gram": rows_out,
@@ -244,7 +244,7 @@ def triton_section(quick: bool) -> dict[str, object]:
 def cuda_section(quick: bool) -> dict[str, object]:
     import torch
 
-    from rankme_fast import cuda
+    from rankme_fast.backends import cuda_backend as cuda
 
     rows = 262144 if not quick else 65536
     dims = [1024, 2048, 4096, 8192] if not quick else [1024, 2048]
@@ -309,7 +309,7 @@ def cuda_section(quick: bool) -> dict[str, object]:
         "min_speedup_vs_float64_route": min(e["speedup_vs_float64_route"] for e in rows_out),
         "min_speedup_vs_torch_mm_fp32": min(e["speedup_vs_torch_mm_fp32"] for e in rows_out),
     }
-    print(f"acceptance (issue 4): {json.dumps(acceptance)}")
+    print(f"acceptance (CUDA section): {json.dumps(acceptance)}")
     return {
         "float64_gemm_tflops": dgemm_tflops,
         "gram": rows_out,

@@ -9,57 +9,28 @@ update, so the result stays exact when |mean| >> std.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from rankme_fast import slq
+from rankme_fast._checks import check_positive_int
 from rankme_fast._inputs import Matrix, as_matrix
 from rankme_fast.backends import check_choice, select_backend
 from rankme_fast.backends.base import PRECISIONS
+from rankme_fast.distributed import all_reduce_state
 from rankme_fast.spectrum import Spectrum, spectrum_of_gram
+from rankme_fast.state import GramState, NonFiniteRowsError, chan_merge
 
 _STATE_FORMAT = "rankme_fast.GramAccumulator"
 _STATE_VERSION = 1
-_NONFINITE_POLICIES = ("raise", "drop")
+NONFINITE_POLICIES = ("raise", "drop")
 _RANKME_METHODS = ("auto", "exact", "slq")
 # From this D on, GramAccumulator.rankme() estimates instead of eigensolving: a dense float64
 # eigvalsh took 114-127 s at D=16384 on 2 CPU cores (bench/results/slq-2026-11-22.json), so
 # ~15 minutes at 32768 by its D³ cost.
 SLQ_THRESHOLD = 32768
-
-
-class NonFiniteRowsError(ValueError):
-    """A batch holds rows with NaN or Inf and the policy is nonfinite="raise": nothing was added."""
-
-    def __init__(self, bad: int, rows: int, message: str | None = None) -> None:
-        super().__init__(
-            message
-            or f"batch has {bad} of {rows} rows holding NaN or Inf; nothing was added "
-            "(pass nonfinite='drop' to skip such rows)"
-        )
-        self.bad, self.rows = bad, rows
-
-    @classmethod
-    def deferred(cls, bad: int, rows: int) -> NonFiniteRowsError:
-        """The error of a RankMeMetric whose updates left rows out under nonfinite="defer"."""
-        return cls(bad, rows, f"{bad} of the {rows} rows seen since the last reset held NaN or Inf; they were "
-                   "left out of the state (nonfinite='drop' gives the RankMe of the rest, with a warning)")
-
-
-@dataclass(frozen=True)
-class GramState:
-    """The float64 state of an accumulator, shared not copied: the Gram (or centred scatter)
-    with its lower triangle authoritative, the column mean when centred, and the row count."""
-
-    gram: torch.Tensor | None
-    mean: torch.Tensor | None
-    count: int
-    dim: int | None
-    centered: bool
-    precision: str
 
 
 class GramAccumulator:
@@ -80,10 +51,9 @@ class GramAccumulator:
         nonfinite: str = "raise",
     ) -> None:
         check_choice(backend, precision)
-        if dim is not None and (not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0):
-            raise ValueError(f"dim must be a positive integer or None, got {dim!r}")
-        if nonfinite not in _NONFINITE_POLICIES:
-            raise ValueError(f"nonfinite must be one of {_NONFINITE_POLICIES}, got {nonfinite!r}")
+        check_positive_int(dim, "dim", optional=True)
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
         self._dim = None if dim is None else int(dim)
         self.centered = bool(centered)
         self.precision = precision
@@ -184,8 +154,6 @@ class GramAccumulator:
         all rows seen on all ranks: Grams summed with one all_reduce (never gathered), centred
         states merged by the Chan formula. A rank that saw no rows takes part with zeros.
         On disagreement (D, centring, precision) every rank raises ValueError, state unchanged."""
-        from rankme_fast.integrations.distributed import all_reduce_state
-
         self._adopt(all_reduce_state(self.shared_state(), device=self._device, group=group))
         return self
 
@@ -317,23 +285,6 @@ class GramAccumulator:
         assert self._gram is not None and self._mean is not None
         chan_merge(self._gram, self._mean, self._count, n_b, mean_b)
         self._count += n_b
-
-
-def chan_merge(
-    gram: torch.Tensor, mean: torch.Tensor, n_a: int | torch.Tensor, n_b: int | torch.Tensor, mean_b: torch.Tensor
-) -> None:
-    """Chan/Pébay merge of a part of n_b rows with mean mean_b (its own scatter already added
-    into `gram`) into a state of n_a rows: M2 += δδᵀ·n_a·n_b/n, μ += δ·n_b/n, n = n_a + n_b.
-    Counts may be host integers or 0-d device tensors (then nothing is read back to the host,
-    and n = 0 leaves the state as it is)."""
-    n = n_a + n_b
-    if isinstance(n, torch.Tensor):
-        n = n.clamp(min=1).to(torch.float64)
-    elif n == 0:
-        return
-    delta = mean_b - mean
-    gram.add_(torch.outer(delta, delta).mul_(n_a * n_b / n))
-    mean.add_(delta * (n_b / n))
 
 
 def _symmetric(gram: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,7 @@ def rankme(
     backend: str = "auto",
     convention: str | None = None,
 ) -> float:
-    """RankMe of Z: exp(entropy of σ/Σσ + eps), σ the singular values (DESIGN.md §2).
+    """RankMe of Z: exp(entropy of σ/Σσ + eps), σ the singular values (ARCHITECTURE.md, "Definitions").
 
     `convention` names another library's formula (rankme_fast.conventions.CONVENTIONS); one
     that centres Z turns `centered` on.

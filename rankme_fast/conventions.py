@@ -1,7 +1,8 @@
 """Named RankMe conventions: how other libraries compute "RankMe", so a user switching from one
-gets the number they had. The default, "paper", is Garrido et al. (2023) as DESIGN.md §2 fixes
-it. Each convention is a formula on the singular values σ of Z (centred Z where it says so);
-README.md has the table of how each differs from the paper, with values on one dataset.
+gets the number they had. The default, "paper", is Garrido et al. (2023): p = σ/Σσ + 1e-7 on
+uncentred σ (ARCHITECTURE.md, "Definitions"). Each convention is a formula on the singular
+values σ of Z (centred Z where it says so); README.md has the table of how each differs from
+the paper, with values on one dataset.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from rankme_fast.metrics import _entropy, _singular_values
+from rankme_fast.metrics import checked_spectrum, entropy
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,11 @@ class Convention:
     eps_log: float = 0.0
 
     def rankme(self, singular_values: ArrayLike) -> float:
-        w = _singular_values(singular_values) ** self.power
+        w = checked_spectrum(singular_values) ** self.power
         p = w / (w.sum() + self.eps_inside) + self.eps_outside
         if self.eps_log:
             return float(np.exp(-np.sum(p * np.log(p + self.eps_log))))
-        return float(np.exp(_entropy(p)))
+        return float(np.exp(entropy(p)))
 
 
 CONVENTIONS: dict[str, Convention] = {

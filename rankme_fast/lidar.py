@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from rankme_fast import metrics
+from rankme_fast._checks import check_positive_int
 from rankme_fast._inputs import as_matrix
 
 
@@ -28,10 +29,8 @@ class ClassScatterAccumulator:
     within-class scatter, all float64; labels are integers in [0, num_classes)."""
 
     def __init__(self, num_classes: int, dim: int | None = None, *, device: str | torch.device | None = None) -> None:
-        if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        if dim is not None and (not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1):
-            raise ValueError(f"dim must be a positive integer or None, got {dim!r}")
+        check_positive_int(num_classes, "num_classes")
+        check_positive_int(dim, "dim", optional=True)
         self.num_classes = int(num_classes)
         self._dim = None if dim is None else int(dim)
         self._device = None if device is None else torch.device(device)

@@ -12,7 +12,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 
-def _singular_values(values: ArrayLike, what: str = "singular values") -> np.ndarray:
+def checked_spectrum(values: ArrayLike, what: str = "singular values") -> np.ndarray:
+    """`values` as a float64 1-D array, or ValueError unless non-empty, finite, non-negative
+    and not all zero (every metric here is undefined for an all-zero embedding set)."""
     sigma = np.asarray(values, dtype=np.float64)
     if sigma.ndim != 1 or sigma.size == 0:
         raise ValueError(f"expected a non-empty 1-D array of {what}, got shape {sigma.shape}")
@@ -23,7 +25,7 @@ def _singular_values(values: ArrayLike, what: str = "singular values") -> np.nda
     return sigma
 
 
-def _entropy(p: np.ndarray) -> float:
+def entropy(p: np.ndarray) -> float:
     """Shannon entropy -Σ p log p (natural log, 0 log 0 = 0)."""
     safe = np.where(p > 0, p, 1.0)
     return float(-(p * np.log(safe)).sum())
@@ -37,8 +39,8 @@ def rankme(singular_values: ArrayLike, eps: float = 1e-7) -> float:
     """
     if not eps >= 0:
         raise ValueError(f"eps must be a non-negative number, got {eps!r}")
-    sigma = _singular_values(singular_values)
-    return float(np.exp(_entropy(sigma / sigma.sum() + eps)))
+    sigma = checked_spectrum(singular_values)
+    return float(np.exp(entropy(sigma / sigma.sum() + eps)))
 
 
 def effective_rank(singular_values: ArrayLike) -> float:
@@ -55,10 +57,10 @@ def renyi_effective_rank(singular_values: ArrayLike, alpha: float) -> float:
     """
     if not (isinstance(alpha, (int, float)) and alpha >= 0) or np.isnan(alpha):
         raise ValueError(f"alpha must be a number >= 0 (inf allowed), got {alpha!r}")
-    sigma = _singular_values(singular_values)
+    sigma = checked_spectrum(singular_values)
     p = sigma / sigma.sum()
     if alpha == 1:
-        return float(np.exp(_entropy(p)))
+        return float(np.exp(entropy(p)))
     if np.isinf(alpha):
         return float(1.0 / p.max())
     if alpha == 0:
@@ -70,13 +72,13 @@ def renyi_effective_rank(singular_values: ArrayLike, alpha: float) -> float:
 def participation_ratio(eigenvalues: ArrayLike) -> float:
     """Participation ratio (Σλ)² / Σλ² of eigenvalues λ = σ² (Gao et al. 2017; Recanatesi
     et al. 2019 for neural representations). Between 1 and the number of nonzero λ."""
-    lam = _singular_values(eigenvalues, "eigenvalues")
+    lam = checked_spectrum(eigenvalues, "eigenvalues")
     return float(lam.sum() ** 2 / np.sum(lam**2))
 
 
 def stable_rank(eigenvalues: ArrayLike) -> float:
     """Stable rank Σλ / λ_max = ‖Z‖_F² / ‖Z‖₂² (Rudelson & Vershynin 2007), λ = σ²."""
-    lam = _singular_values(eigenvalues, "eigenvalues")
+    lam = checked_spectrum(eigenvalues, "eigenvalues")
     return float(lam.sum() / lam.max())
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 
 from rankme_fast._inputs import as_matrix
-from rankme_fast.accumulate import NonFiniteRowsError, chan_merge
 from rankme_fast.backends import select_backend
+from rankme_fast.state import NonFiniteRowsError, chan_merge
 
 POLICIES = ("raise", "drop", "defer")
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rankme_fast._checks import check_positive_int
+
 Operator = Callable[[torch.Tensor], torch.Tensor]  # V (D, b) -> A V (D, b), float64
 _RESIDUAL = 1e-2  # a Ritz pair is deflated when ‖Ay − θy‖ ≤ this · θ
 _CHECK_EVERY = 4  # Lanczos steps between convergence checks
@@ -118,8 +120,7 @@ def estimate_rankme(
         dim, device = operator.shape[0], operator.device
     elif dim is None:
         raise ValueError("pass dim= with an operator function")
-    if not (isinstance(dim, int) and dim > 0):
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    check_positive_int(dim, "dim")
     if not eps >= 0:
         raise ValueError(f"eps must be a non-negative number, got {eps!r}")
     budget = budget or Budget.default(dim)

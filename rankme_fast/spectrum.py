@@ -72,7 +72,7 @@ class Spectrum:
     def numerical_rank(self, tol: float | None = None) -> int:
         """Number of σ_k > tol. The default applies numpy's matrix_rank rule to the Gram the
         eigenvalues came from (λ_k > λ_max · max(N, D) · eps), since forming ZᵀZ leaves a noise
-        floor of about sqrt(eps) · σ_max on the singular values (DESIGN.md §3)."""
+        floor of about sqrt(eps) · σ_max on the singular values (ARCHITECTURE.md, "Numerics")."""
         if tol is None:
             sigma_max = float(self.singular_values.max()) if self.eigenvalues.size else 0.0
             tol = sigma_max * float(np.sqrt(max(self.count, self.dim) * np.finfo(np.float64).eps))

@@ -1,4 +1,4 @@
-"""Shared test data: the spectra of DESIGN.md §5, the backends and dtypes under test, the
+"""Shared test data: the spectra every backend is tested on, the backends and dtypes under test, the
 float64 SVD reference, and the one tolerance table."""
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ CPU_BACKENDS = [name for name in rf.available_backends() if rf.backends.backend_
 HAS_CUDA = torch.cuda.is_available()
 
 # Relative RankMe error allowed against float64 SVD of the same (already rounded) values.
-# precision="exact": the DESIGN.md §3 contract. precision="fast": the documented fast-mode
-# bound (DESIGN.md §3 table: ~1 % on collapsed spectra), or FAST_FACTOR x the error of torch's
+# precision="exact": the contract of ARCHITECTURE.md, "Numerics". precision="fast": the documented fast-mode
+# bound (~1 % on collapsed spectra), or FAST_FACTOR x the error of torch's
 # own float32 Gram route on the same data if that is larger (one random-rounding sample of the
 # reference can be lucky, hence 4 rather than 2).
 TOLERANCE = {"well_conditioned": 1e-9, "rank_deficient": 1e-5}

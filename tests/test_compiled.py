@@ -13,8 +13,8 @@ from conftest import make_embeddings, reference_rankme, relative_error
 
 import rankme_fast as rf
 from rankme_fast import ops
-from rankme_fast.accumulate import NonFiniteRowsError
 from rankme_fast.integrations import RankMeMetric
+from rankme_fast.state import NonFiniteRowsError
 
 EXACT = 1e-9
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import rankme_fast as rf
-from rankme_fast import cuda
+from rankme_fast.backends import cuda_backend as cuda
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_native = pytest.mark.skipif(rf._C is None, reason="rankme_fast._C is not built")

@@ -22,7 +22,7 @@ from conftest import (
 )
 
 import rankme_fast as rf
-from rankme_fast import cuda
+from rankme_fast.backends import cuda_backend as cuda
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
@@ -174,7 +174,7 @@ def test_cuda_kernel_refuses_host_memory_with_a_clear_message():
 _SANITIZER_SCRIPT = textwrap.dedent(
     """
     import torch
-    from rankme_fast import cuda
+    from rankme_fast.backends import cuda_backend as cuda
     major = torch.cuda.get_device_capability()[0]
     variants = [v for v, need in (("dmma-16x8x8", 9), ("dmma-8x8x4", 8), ("simt", 0)) if major >= need]
     for variant in variants:

@@ -1,5 +1,5 @@
 """Deflated SLQ RankMe (rankme_fast.slq) against RankMe of the dense float64 eigenvalues of the
-same Gram: the spectra issue 5 names, the default budget, the error bar's coverage, and the
+same Gram: the spectra SLQ is meant for, the default budget, the error bar's coverage, and the
 operator forms (Gram tensor, stream of batches)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Triton SYRK (rankme_fast.triton): against float64 on a GPU, or under the interpreter on
+"""The Triton SYRK (rankme_fast.backends.triton_kernels): against float64 on a GPU, or under the interpreter on
 CPU tensors when TRITON_INTERPRET=1 (`make test` runs this file a second time so). Tiny shapes
 under the interpreter: it runs every program in Python."""
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from layouts import held_inputs
 
 import rankme_fast as rf
-from rankme_fast.triton import interpreter_enabled, triton_installed
+from rankme_fast.backends.triton_backend import interpreter_enabled, triton_installed
 
 pytestmark = pytest.mark.skipif(not triton_installed(), reason="Triton is not installed")
 
@@ -32,7 +32,7 @@ if triton_installed():
     import triton
     import triton.language as tl
 
-    from rankme_fast.triton.syrk import TILE_GROUP, _grouped_tile_coords, _tile_coords
+    from rankme_fast.backends.triton_kernels import TILE_GROUP, _grouped_tile_coords, _tile_coords
 
     @triton.jit
     def _tile_coords_of_range(out_i, out_j, COUNT: tl.constexpr):
@@ -54,7 +54,7 @@ UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.float16: 2.0**-11, torch.bfloat1
 
 
 def syrk(*args, **kwargs):
-    from rankme_fast.triton.syrk import syrk_update
+    from rankme_fast.backends.triton_kernels import syrk_update
 
     return syrk_update(*args, **kwargs)
 
@@ -237,7 +237,7 @@ def test_the_kernel_passes_its_first_use_self_check(dtype):
 @needs_kernel
 def test_a_sabotaged_kernel_fails_its_self_check_and_is_skipped(monkeypatch):
     from rankme_fast.backends import canary
-    from rankme_fast.triton import syrk as triton_syrk
+    from rankme_fast.backends import triton_kernels as triton_syrk
 
     real = triton_syrk.syrk_update
     monkeypatch.setattr(triton_syrk, "syrk_update", lambda z, gram, **kw: real(z[:-1], gram, **kw))  # loses a row
@@ -270,7 +270,7 @@ def test_ahead_of_time_build_uses_tensor_cores(arch, instruction, tmp_path):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from rankme_fast.triton.syrk import TILE_GROUP, _syrk_kernel
+    from rankme_fast.backends.triton_kernels import TILE_GROUP, _syrk_kernel
 
     pointers = {"z_ptr": "*bf16", "shift_ptr": "*fp64", "gram_ptr": "*fp64", "colsum_ptr": "*fp64",
                 "ws_ptr": "*fp32", "ws_col_ptr": "*fp32"}  # fmt: skip

@@ -1,6 +1,10 @@
 """Audio layer: I/O and log-mel features, pretrained-model adapters, generated labelled audio,
 streaming embedding extraction into Gram accumulators, and probes. Pure Python."""
 
+from rankme_fast._extras import require
+
+require("rankme_fast.audio", "audio", "soundfile", "soxr", "tqdm")
+
 from rankme_fast.audio import datasets
 from rankme_fast.audio.datasets import Benchmark, Task, make_benchmark
 from rankme_fast.audio.encoders import (

@@ -32,10 +32,6 @@ _REGISTRY: dict[str, Backend] = {
 _PREFERENCE = ("cpu", "triton", "cuda", "torch")
 
 
-def backend_names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
-
-
 def check_choice(backend: str, precision: str) -> None:
     """Raise for an unknown backend or precision name."""
     if backend != "auto" and backend not in _REGISTRY:

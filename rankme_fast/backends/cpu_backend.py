@@ -18,7 +18,6 @@ _KERNELS = ("auto", "blas", "tiled")
 
 
 class CpuBackend:
-    name = "cpu"
     # the kernel variant is chosen from cpuid at run time, so the one in use may never have run
     # on this CPU model before: it is checked on first use like the GPU kernels (~5 ms a case)
     verify_on_first_use = True
@@ -27,6 +26,7 @@ class CpuBackend:
         if kernel not in _KERNELS:
             raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
         self.kernel = kernel
+        self.name = "cpu" if kernel == "auto" else f"cpu-{kernel}"  # its registry name
 
     def unavailable_reason(self, matrix: Matrix | None, precision: str) -> str | None:
         if native is None:

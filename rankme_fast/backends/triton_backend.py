@@ -1,16 +1,43 @@
-"""The Triton kernel (rankme_fast.triton): one-triangle SYRK on tensor cores for CUDA tensors,
-precision="fast" only (float32 sums within a batch, float64 across batches). Under
-TRITON_INTERPRET=1 it also takes CPU tensors, so it can be tested anywhere."""
+"""The Triton backend: one-triangle SYRK on tensor cores for CUDA tensors (the kernels are in
+rankme_fast.backends.triton_kernels, imported on first use, since Triton is optional),
+precision="fast" only: float32 sums within a batch, float64 across batches. Under
+TRITON_INTERPRET=1 (set before Triton is first imported) it also takes CPU tensors, so it can
+be tested anywhere, slowly, on tiny shapes.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import torch
 
-from rankme_fast import triton as triton_support
 from rankme_fast._inputs import Matrix
 from rankme_fast.backends.torch_backend import TorchBackend
 
 _INPUT_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def interpreter_enabled() -> bool:
+    """True when Triton runs kernels in its Python interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def unavailable_reason(device: torch.device | None = None) -> str | None:
+    """None when the Triton kernels can run on `device` (any device when None), else why not."""
+    if not triton_installed():
+        return "Triton is not installed (pip install triton)"
+    if interpreter_enabled():
+        return None
+    if device is not None and device.type != "cuda":
+        return f"input is on {device}; Triton needs a CUDA tensor (or TRITON_INTERPRET=1)"
+    if not torch.cuda.is_available():
+        return "no CUDA device is available (set TRITON_INTERPRET=1 to run the kernels on the CPU)"
+    return None
 
 
 class TritonBackend:
@@ -22,7 +49,7 @@ class TritonBackend:
         self._reductions = TorchBackend()
 
     def unavailable_reason(self, matrix: Matrix | None, precision: str) -> str | None:
-        reason = triton_support.unavailable_reason(None if matrix is None else matrix.device)
+        reason = unavailable_reason(None if matrix is None else matrix.device)
         if reason is not None:
             return reason
         if precision == "exact":
@@ -35,7 +62,7 @@ class TritonBackend:
         return self.name
 
     def add_gram(self, matrix: Matrix, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
-        from rankme_fast.triton.syrk import syrk_update  # imports Triton: only when it is used
+        from rankme_fast.backends.triton_kernels import syrk_update  # imports Triton: only when it is used
 
         z = matrix.torch()
         shift = None if shift is None else shift.to(gram.device, torch.float64).contiguous()

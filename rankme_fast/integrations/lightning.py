@@ -11,9 +11,14 @@ from torch import nn
 
 try:
     from lightning.pytorch import Callback, LightningModule, Trainer
-except ImportError:  # the older package name
-    from pytorch_lightning import Callback, LightningModule, Trainer
+except ImportError:  # the older package name, else the extra that brings it
+    try:
+        from pytorch_lightning import Callback, LightningModule, Trainer
+    except ImportError as error:
+        message = "rankme_fast.integrations.lightning needs lightning: pip install 'rankme_fast[train]'"
+        raise ImportError(message) from error
 
+from rankme_fast._checks import check_positive_int
 from rankme_fast.integrations.hooks import ForwardCapture, Select
 from rankme_fast.integrations.metric import NothingSeenError, RankMeMetric
 
@@ -39,7 +44,7 @@ class RankMeCallback(Callback):
     `hook(pl_module, batch, outputs) -> Tensor` called after each batch (for embeddings the
     step returns). With `every_n_steps` the value is logged every n batches over those n
     batches' rows; without, once per epoch over the epoch's rows. `max_samples` keeps the first
-    rows of each window (rankme_fast.integrations.capping). The value is synced across
+    rows of each window (rankme_fast.capping). The value is synced across
     processes (RankMeMetric) and also kept in `history`.
     """
 
@@ -60,8 +65,7 @@ class RankMeCallback(Callback):
             raise TypeError(f"layer_or_hook must be a module name, an nn.Module or a callable, got {layer_or_hook!r}")
         if stage not in _STAGES:
             raise ValueError(f"stage must be one of {_STAGES}, got {stage!r}")
-        if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps <= 0):
-            raise ValueError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
+        check_positive_int(every_n_steps, "every_n_steps", optional=True)
         if every_n_steps is not None and stage != "train":
             raise ValueError("every_n_steps applies to stage='train'; validation logs once per validation run")
         self.target, self.every_n_steps, self.stage = layer_or_hook, every_n_steps, stage

@@ -8,6 +8,10 @@ the Chan formula), not all-gathered as torchmetrics does by default.
 
 from __future__ import annotations
 
+from rankme_fast._extras import require
+
+require("rankme_fast.integrations.metric", "train", "torchmetrics")
+
 import functools
 import warnings
 from collections.abc import Mapping, Sequence
@@ -17,11 +21,14 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
+from rankme_fast._checks import check_positive_int
 from rankme_fast._inputs import as_matrix, check_batch
-from rankme_fast.accumulate import GramAccumulator, GramState, NonFiniteRowsError
-from rankme_fast.integrations.capping import check_max_samples, room_left
+from rankme_fast.accumulate import GramAccumulator
+from rankme_fast.backends import check_choice
+from rankme_fast.capping import check_max_samples, room_left
 from rankme_fast.ops import POLICIES
 from rankme_fast.spectrum import METRIC_NAMES
+from rankme_fast.state import GramState, NonFiniteRowsError
 
 _STATES = ("gram", "count", "mean")
 _NONFINITE_OPTIONS = ("auto", *POLICIES)
@@ -74,7 +81,8 @@ class RankMeMetric(Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        GramAccumulator(dim, centered=centered, precision=precision, backend=backend)
+        check_choice(backend, precision)
+        check_positive_int(dim, "dim", optional=True)
         if nonfinite not in _NONFINITE_OPTIONS:
             raise ValueError(f"nonfinite must be one of {_NONFINITE_OPTIONS}, got {nonfinite!r}")
         if not eps >= 0:

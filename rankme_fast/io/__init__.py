@@ -5,6 +5,7 @@ bounded memory. `expand_paths` turns files, directories and globs into a sorted 
 from __future__ import annotations
 
 import glob
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +37,10 @@ def open_source(path: str, *, key: str | None = None, column: str | None = None)
     """The array in `path` as a Source. `key` names the array (npz), tensor (safetensors) or
     dataset (HDF5) when the file holds several; `column` the list column of a Parquet/Arrow file."""
     suffix = Path(path).suffix.lower()
+    needs = {".safetensors": "safetensors", ".h5": "h5py", ".hdf5": "h5py"}.get(suffix)
+    needs = "pyarrow" if suffix in (".parquet", ".arrow", ".feather") else needs
+    if needs is not None and importlib.util.find_spec(needs) is None:
+        raise BadFileError(path, f"reading {suffix} files needs {needs}: pip install 'rankme_fast[io]'")
     if suffix == ".npy":
         from rankme_fast.io.numpy_files import NpySource
 

@@ -33,10 +33,6 @@ class Source(ABC):
     dtype: str  # one of FLOAT_DTYPES
     itemsize: int
 
-    @property
-    def nbytes(self) -> int:
-        return self.rows * self.dim * self.itemsize
-
     @abstractmethod
     def read(self, start: int, stop: int) -> Rows:
         """Rows [start, stop) as a (stop - start, dim) array or tensor."""

@@ -34,10 +34,7 @@ class SafetensorsSource(Source):
 
 class Hdf5Source(Source):
     def __init__(self, path: str, key: str | None) -> None:
-        try:
-            import h5py
-        except ImportError as error:
-            raise BadFileError(path, "reading HDF5 needs h5py (pip install h5py)") from error
+        import h5py  # open_source checked that it is installed
         self.path = path
         try:
             self._file = h5py.File(path, "r")

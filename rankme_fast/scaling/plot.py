@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from rankme_fast.scaling.fitting import Fit
+from rankme_fast._extras import require
 
 
 def _axes(ax: Any) -> Any:
     if ax is not None:
         return ax
+    require("plotting a fit", "fit", "matplotlib")
     import matplotlib.pyplot as plt  # the user's backend (a notebook's, or Agg when headless)
 
     return plt.subplots(figsize=(6, 4.2))[1]
 
 
-def plot_fit(fit: Fit, ax: Any = None) -> Any:
-    """Data, the fitted curve and (one-input forms) the bootstrap band of the curve."""
+def plot_fit(fit: Any, ax: Any = None) -> Any:
+    """Data, the fitted curve and (one-input forms) the bootstrap band of the curve, of a
+    scaling.fitting.Fit (which calls this from Fit.plot: this module imports nothing of it)."""
     ax = _axes(ax)
     level = round(100 * fit.level)
     if fit.form.inputs == 1:

@@ -21,14 +21,17 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from rankme_fast._checks import check_positive_int
 from rankme_fast._inputs import torch_dtype
-from rankme_fast.accumulate import GramAccumulator, NonFiniteRowsError
-from rankme_fast.integrations.capping import local_share
-from rankme_fast.integrations.distributed import world
+from rankme_fast.accumulate import NONFINITE_POLICIES, GramAccumulator
+from rankme_fast.backends import check_choice
+from rankme_fast.capping import local_share
+from rankme_fast.distributed import world
 from rankme_fast.io import BadFileError, Source, expand_paths, open_source
 from rankme_fast.scoring import checkpoint
 from rankme_fast.scoring.prefetch import BadFile, Prefetcher
 from rankme_fast.spectrum import METRIC_NAMES
+from rankme_fast.state import NonFiniteRowsError
 
 BATCH_BYTES = 16 << 20  # default batch: 16 MiB of input rows (up to 4 are in flight: read, queued, used)
 
@@ -303,18 +306,16 @@ def _survey(files: list[str], options: ScoreOptions) -> list[FileReport]:
 
 
 def _check(options: ScoreOptions) -> None:
-    GramAccumulator(
-        centered=options.centered, precision=options.precision, backend=options.backend, nonfinite=options.nonfinite
-    )
+    check_choice(options.backend, options.precision)
+    if options.nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {options.nonfinite!r}")
     unknown = [m for m in options.metrics if m not in METRIC_NAMES]
     if unknown or not options.metrics:
         raise ValueError(f"metrics must be among {', '.join(METRIC_NAMES)}; got {list(options.metrics)}")
     if "nesum" in options.metrics and not options.centered:
         raise ValueError("nesum is defined on the covariance spectrum: pass --centered")
     for name in ("batch_rows", "max_rows", "checkpoint_every"):
-        value = getattr(options, name)
-        if value is not None and (not isinstance(value, int) or value <= 0):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(getattr(options, name), name, optional=True)
     if options.resume and options.checkpoint is None:
         raise ValueError("resume needs a checkpoint path")
     if options.checkpoint is not None and not Path(options.checkpoint).parent.is_dir():

@@ -1,6 +1,10 @@
 """`rankme-fast study`: pre-train a family of audio encoders over an (N, D) grid and one-at-a-time
 sweeps, measure each one's RankMe and probe accuracy, fit the scaling laws and write a report."""
 
+from rankme_fast._extras import require
+
+require("rankme_fast.study", "study", "scipy", "matplotlib", "soundfile", "soxr", "tqdm")
+
 from rankme_fast.study.presets import PRESETS, RunSpec, StudyPreset, get_preset
 from rankme_fast.study.study import StudyResult, run_study
 

@@ -1,9 +1,11 @@
-"""Argument checks shared by the GPU SYRK entry points (rankme_fast.cuda, rankme_fast.triton):
+"""Argument checks shared by the GPU SYRK entry points (the cuda and triton backends):
 the same tensors, shapes and split count, with errors that name the problem."""
 
 from __future__ import annotations
 
 import torch
+
+from rankme_fast._checks import check_positive_int
 
 
 def check_syrk_arguments(
@@ -36,5 +38,4 @@ def check_syrk_arguments(
     devices = {t.device for t in (z, gram, shift, column_sums) if t is not None}
     if len(devices) != 1:
         raise ValueError(f"z, gram, shift and column_sums must share one device, got {sorted(map(str, devices))}")
-    if splits is not None and (not isinstance(splits, int) or isinstance(splits, bool) or splits < 1):
-        raise ValueError(f"splits must be a positive integer, got {splits!r}")
+    check_positive_int(splits, "splits", optional=True)

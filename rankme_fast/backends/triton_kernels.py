@@ -14,18 +14,20 @@
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import triton
 import triton.language as tl
 
-from rankme_fast._syrk_arguments import check_syrk_arguments
-from rankme_fast.triton import interpreter_enabled
+from rankme_fast.backends.syrk_arguments import check_syrk_arguments
 
 INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 FP32_PRECISIONS = ("tf32x3", "ieee", "tf32")
 
 _DIRECT, _ATOMIC, _WORKSPACE = 0, 1, 2
+# Triton reads TRITON_INTERPRET when it is imported, as this module does
+_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 TILE_GROUP = 8  # tile rows per band of the launch order
 _ROW_ALIGN = 256  # split boundaries are multiples of every BLOCK_K tried
 _INTERPRETER_CONFIG = {"BLOCK_K": 32}
@@ -147,7 +149,7 @@ _syrk_tuned = triton.autotune(
 
 def tile_size(dim: int) -> int:
     """Square tile edge: 32 under the interpreter; on a GPU 64 below D=1024, else 128."""
-    if interpreter_enabled():
+    if _INTERPRETED:
         return 32
     return 64 if dim < 1024 else 128
 
@@ -186,7 +188,7 @@ def syrk_update(
     _check(z, gram, shift, column_sums, input_precision, splits)
     if z.shape[0] == 0:
         return
-    if interpreter_enabled() and z.dtype == torch.bfloat16:
+    if _INTERPRETED and z.dtype == torch.bfloat16:
         z = z.float()  # the interpreter computes with numpy, which has no bfloat16
     rows, dim = z.shape
     block = tile_size(dim)
@@ -217,7 +219,7 @@ def syrk_update(
         "GROUP": TILE_GROUP,
     }
     grid = (tiles, n_splits)
-    if interpreter_enabled():
+    if _INTERPRETED:
         _syrk_kernel[grid](*args, **meta, **_INTERPRETER_CONFIG)
     else:
         _syrk_tuned[grid](*args, **meta, enable_fp_fusion=True)

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from rankme_fast.integrations.distributed import world
+from rankme_fast._checks import check_positive_int
+from rankme_fast.distributed import world
 
 
 def check_max_samples(max_samples: object) -> None:
-    if max_samples is not None and (
-        not isinstance(max_samples, int) or isinstance(max_samples, bool) or max_samples <= 0
-    ):
-        raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
+    check_positive_int(max_samples, "max_samples", optional=True)
 
 
 def local_share(max_samples: int | None, group: Any = None) -> int | None:

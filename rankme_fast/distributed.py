@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from rankme_fast.accumulate import GramState
 from rankme_fast.backends.base import PRECISIONS
+from rankme_fast.state import GramState
 
 
 def initialized() -> bool:
