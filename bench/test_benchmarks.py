@@ -22,10 +22,11 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see bench_cpu.py
 import numpy as np
 import pytest
 import torch
+from bench_cpu import gram_with
 
 import rankme_fast as rf
 from rankme_fast._inputs import as_matrix
-from rankme_fast.backends.cpu_backend import CpuBackend, cpu_info, instruction_set
+from rankme_fast.backends.cpu_backend import CpuBackend, cpu_info
 
 ROWS = int(os.environ.get("RANKME_FAST_BENCH_ROWS", "8192"))
 DIM = int(os.environ.get("RANKME_FAST_BENCH_DIM", "1024"))
@@ -59,20 +60,6 @@ def z() -> torch.Tensor:
     return torch.randn(ROWS, DIM, generator=torch.Generator().manual_seed(0))
 
 
-def gram_step(z: torch.Tensor, precision: str, isa: str | None = None) -> Callable[[], object]:
-    matrix, backend = as_matrix(z), CpuBackend("tiled")
-
-    def run() -> None:
-        gram = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float64)
-        if isa is None:
-            backend.add_gram(matrix, gram, None, precision)
-        else:
-            with instruction_set(isa):
-                backend.add_gram(matrix, gram, None, precision)
-
-    return run
-
-
 @pytest.mark.parametrize("isa", VARIANTS)
 @pytest.mark.parametrize("case", ["exact fp32", "fast fp32", "fast bf16"])
 def test_cpu_gram_per_variant(benchmark, z, isa, case):
@@ -85,7 +72,7 @@ def test_cpu_gram_per_variant(benchmark, z, isa, case):
         "fast": lambda: torch.mm(x.T, x),
     }
     benchmark.group = f"CPU Gram {case}"
-    side_by_side(benchmark, gram_step(x, precision, isa), baselines[precision], work=ROWS * DIM * (DIM + 1))
+    side_by_side(benchmark, gram_with("tiled", precision, x, isa), baselines[precision], work=ROWS * DIM * (DIM + 1))
 
 
 @pytest.mark.parametrize("precision", ["exact", "fast"])
