@@ -161,18 +161,21 @@ class RankMeMetric(Metric):
         }
 
     def _wrap_update(self, update: Any) -> Any:
-        """torchmetrics' bookkeeping around `update`, except inside torch.compile: there the
-        Python update counter it increments would be guarded on and recompile every step, so
-        the compiled path only marks the metric as updated (a constant, read by nothing)."""
-        wrapped = super()._wrap_update(update)
+        """torchmetrics' bookkeeping around `update` (forget the cached result, count the call),
+        written straight into the instance: nn.Module's __setattr__ cost more than a small
+        update's kernel. Inside torch.compile the counter would be guarded on and recompile
+        every step, so the compiled path only marks the metric as updated (a constant)."""
 
         @functools.wraps(update)
         def counted_or_compiled(*args: Any, **kwargs: Any) -> None:
-            if not torch.compiler.is_compiling():
-                return wrapped(*args, **kwargs)
-            self._computed = None
-            self._update_count = 1
-            return update(*args, **kwargs)
+            if torch.compiler.is_compiling():
+                self._computed = None
+                self._update_count = 1
+                return update(*args, **kwargs)
+            attributes = self.__dict__
+            attributes["_computed"] = None
+            attributes["_update_count"] += 1
+            return update(*args, **kwargs)  # detaches its input: no grad mode to set
 
         return counted_or_compiled
 
