@@ -16,7 +16,7 @@ export RANKME_FAST_REQUIRE_EXTENSION := 1
 APT_AUDIO := espeak-ng flite fluidsynth fluid-soundfont-gm timgm6mb-soundfont timidity freepats
 # qemu-user emulates older x86-64 CPUs for tests/test_portability.py (skipped without it).
 APT_TEST := qemu-user
-AUDIO_NO_DEPS := torchcrepe==0.0.24 torchfcpe==0.0.4 resemblyzer==0.1.4 silero-vad openwakeword==0.4.0
+AUDIO_NO_DEPS := torchcrepe==0.0.24 torchfcpe==0.0.4 resemblyzer==0.1.4 silero-vad openwakeword==0.4.0 pesto-pitch==2.0.1
 
 ifeq ($(OFFLINE),1)
 VENV_FLAGS := --system-site-packages

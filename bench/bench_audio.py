@@ -2,6 +2,8 @@
 
     python bench/bench_audio.py speed              # s per audio minute of every adapter
     python bench/bench_audio.py ladder --preset small
+    python bench/bench_audio.py corpus             # `rankme-fast audio` on an hour of files
+    python bench/bench_audio.py files --dir DIR    # only write (4 minutes of) those files
 
 `speed`: each available encoder embeds the same 20 s of generated audio (two 10 s clips) at
 its default frame rate, after a 1 s warm-up; median of 2 runs, scaled to seconds per audio
@@ -12,6 +14,12 @@ clip and frame level) and linear/MLP probe accuracy per task →
 bench/results/audio-ladder-<preset>-<date>.json, rewritten after each encoder. Resumable: an
 encoder already in that file for the same benchmark is kept, not re-run (`--redo` re-runs it).
 CREPE runs with a 100 ms hop in the ladder (10 frames/s instead of 100) to fit this machine.
+`corpus`: one hour of files (the tiny benchmark's clips joined into 60 one-minute files as wav,
+flac, ogg and mp3 at 16, 22.05, 44.1 and 48 kHz, mono and stereo) scored by
+`rankme_fast.audio.corpus.score_encoder` with 2 decoding processes, as `rankme-fast audio`
+does, for log-mel, crepe-tiny (100 ms hop) and fcpe: audio seconds per second and where the
+time goes (the model, the Gram updates, waiting for decoded audio; the decoders' CPU time) →
+bench/results/audio-corpus-<date>.json.
 """
 
 from __future__ import annotations
@@ -143,6 +151,65 @@ def ladder(args: argparse.Namespace) -> dict:
     return result
 
 
+CORPUS_FORMATS = [("wav", 16000, 1), ("flac", 22050, 2), ("ogg", 44100, 1), ("mp3", 48000, 2)]
+
+
+def make_corpus(directory: Path, minutes: int = 60) -> list[str]:
+    """`minutes` one-minute files of the tiny benchmark's clips (reused in turn), written once."""
+    import soundfile
+
+    from rankme_fast.audio.io import resample
+
+    directory.mkdir(parents=True, exist_ok=True)
+    bench = audio.make_benchmark("tiny", seed=0)
+    paths = []
+    for minute in range(minutes):
+        suffix, rate, channels = CORPUS_FORMATS[minute % len(CORPUS_FORMATS)]
+        path = directory / f"minute{minute:02d}.{suffix}"
+        paths.append(str(path))
+        if path.exists():
+            continue
+        picks = [(minute * 60 + k) % len(bench.waves) for k in range(60)]
+        wave = resample(np.concatenate([bench.waves[i] for i in picks]), bench.sr, rate)
+        frames = np.stack([wave, 0.7 * wave], axis=1) if channels == 2 else wave
+        # One-second blocks: libsndfile's Vorbis writer crashes on a single minute-long 44.1 kHz write.
+        with soundfile.SoundFile(path, "w", rate, channels) as out:
+            for start in range(0, len(frames), rate):
+                out.write(frames[start : start + rate])
+    return paths
+
+
+def corpus(args: argparse.Namespace) -> dict:
+    from rankme_fast.audio.corpus import AudioOptions, score_encoder
+
+    paths = make_corpus(Path(args.dir), args.minutes)
+    result = {"machine": machine(), "command": "python bench/bench_audio.py corpus", "files": len(paths),
+              "audio_minutes": args.minutes, "workers": args.workers, "window_seconds": 10.0,
+              "encoders": []}  # fmt: skip
+    for name in ("log-mel", "crepe-tiny", "fcpe"):
+        reason = audio.available_encoders()[name]
+        if reason is not None:
+            result["encoders"].append({"name": name, "skipped": reason})
+            continue
+        encoder = audio.load_encoder(name, **LADDER_OPTIONS.get(name, {}))
+        scored = score_encoder(encoder, paths, AudioOptions(workers=args.workers, progress=False))
+        wall = scored.wall_seconds
+        row = {
+            "name": name, "options": LADDER_OPTIONS.get(name, {}), "dim": encoder.dim, "frames": scored.frames,
+            "audio_seconds": scored.audio_seconds, "wall_seconds": wall,
+            "audio_seconds_per_second": scored.audio_seconds_per_second,
+            "share": {"model": scored.model_seconds / wall, "gram": scored.gram_seconds / wall,
+                      "waiting_for_decode": scored.wait_seconds / wall},
+            "decode_cpu_seconds": scored.decode_seconds,
+            "frame_rankme": scored.metrics["frame"]["rankme"], "clip_rankme": scored.metrics["clip"]["rankme"],
+        }  # fmt: skip
+        share = row["share"]
+        print(f"{name}: {row['audio_seconds_per_second']:.1f} audio s/s; model {share['model']:.0%}, "
+              f"Gram {share['gram']:.1%}, waiting for decode {share['waiting_for_decode']:.1%}")  # fmt: skip
+        result["encoders"].append(row)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -152,10 +219,20 @@ def main() -> None:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--encoders", nargs="*", help="default: the whole ladder")
     run.add_argument("--redo", nargs="*", help="re-run these even if already measured")
+    files = commands.add_parser("corpus")
+    files.add_argument("--dir", default="/tmp/rankme-fast-audio-corpus", help="where the hour of files is written")
+    files.add_argument("--minutes", type=int, default=60)
+    files.add_argument("--workers", type=int, default=2)
+    write = commands.add_parser("files", help="only write the corpus's files (to try `rankme-fast audio` on)")
+    write.add_argument("--dir", required=True)
+    write.add_argument("--minutes", type=int, default=4)
     args = parser.parse_args()
-    if args.command == "speed":
-        result = speed(args)
-        path = ROOT / "bench" / "results" / f"audio-speed-{dt.date.today().isoformat()}.json"
+    if args.command == "files":
+        print("\n".join(make_corpus(Path(args.dir), args.minutes)))
+        return
+    if args.command in ("speed", "corpus"):
+        result = speed(args) if args.command == "speed" else corpus(args)
+        path = ROOT / "bench" / "results" / f"audio-{args.command}-{dt.date.today().isoformat()}.json"
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {path}")
     else:

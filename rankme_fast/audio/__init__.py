@@ -19,6 +19,7 @@ from rankme_fast.audio.encoders import (
     SileroVadEncoder,
     SpeechEmbeddingEncoder,
     available_encoders,
+    encoder_from_spec,
     load_encoder,
 )
 from rankme_fast.audio.extract import Extraction, extract
@@ -47,6 +48,7 @@ __all__ = [
     "available_encoders",
     "check_wave",
     "datasets",
+    "encoder_from_spec",
     "extract",
     "fix_length",
     "load_audio",

@@ -44,7 +44,17 @@ def to_mono(wave: np.ndarray, channels_last: bool = True) -> np.ndarray:
         return wave
     if wave.ndim != 2:
         raise ValueError(f"audio must be 1-D or 2-D, got shape {wave.shape}")
-    return wave.mean(axis=1 if channels_last else 0)
+    if not np.issubdtype(wave.dtype, np.floating):
+        wave = wave.astype(np.float64)  # as numpy's mean would average integers
+    channels = list(wave.T if channels_last else wave)
+    if len(channels) == 1:
+        return channels[0]
+    # Column by column, in the order numpy's mean adds them (same bits), several times faster
+    # than a reduction over the short strided axis.
+    total = channels[0] + channels[1]
+    for channel in channels[2:]:
+        total += channel
+    return total / len(channels)
 
 
 def resample(wave: np.ndarray, sr_from: int, sr_to: int = SAMPLE_RATE) -> np.ndarray:

@@ -5,11 +5,12 @@ from rankme_fast.audio.encoders.crepe import CrepeEncoder
 from rankme_fast.audio.encoders.generic import HuggingFaceEncoder, LogMelEncoder, ModuleEncoder
 from rankme_fast.audio.encoders.pretrained import (
     FcpeEncoder,
+    PestoEncoder,
     ResemblyzerEncoder,
     SileroVadEncoder,
     SpeechEmbeddingEncoder,
 )
-from rankme_fast.audio.encoders.registry import ENCODERS, available_encoders, load_encoder
+from rankme_fast.audio.encoders.registry import ENCODERS, available_encoders, encoder_from_spec, load_encoder
 
 __all__ = [
     "ENCODERS",
@@ -20,9 +21,11 @@ __all__ = [
     "HuggingFaceEncoder",
     "LogMelEncoder",
     "ModuleEncoder",
+    "PestoEncoder",
     "ResemblyzerEncoder",
     "SileroVadEncoder",
     "SpeechEmbeddingEncoder",
     "available_encoders",
+    "encoder_from_spec",
     "load_encoder",
 ]

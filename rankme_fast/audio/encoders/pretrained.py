@@ -80,6 +80,37 @@ class FcpeEncoder(AudioEncoder):
         return FrameEmbeddings(values, frame_times(len(values), self.hop / self.sample_rate))
 
 
+class PestoEncoder(AudioEncoder):
+    """PESTO (pesto-pitch's bundled mir-1k_g7 model): the 657 features its Toeplitz output layer
+    reads (the flattened last convolution, before the pitch-bin projection and softmax), one
+    frame per `step_ms` of its harmonic CQT. Its CQT pads by reflection 2048 samples each side,
+    so a clip shorter than that is zero-padded to 4097 samples first."""
+
+    minimum = 4097
+
+    def __init__(self, step_ms: float = 10.0):
+        package_dir("pesto", "pesto-pitch (pip install --no-deps pesto-pitch omegaconf)")
+        from rankme_fast.audio.encoders import _torchaudio
+
+        with _torchaudio.standin():
+            from pesto import load_model
+
+        self.model = load_model("mir-1k_g7", step_size=step_ms, sampling_rate=SAMPLE_RATE).eval()
+        self.name, self.frame_rate = "pesto", 1000.0 / step_ms
+        self.n_params = count_parameters(self.model.encoder)  # learned weights (not the fixed CQT kernels)
+        self._captured: list[torch.Tensor] = []
+        self.model.encoder.fc.register_forward_pre_hook(lambda _module, inputs: self._captured.append(inputs[0]))
+        with torch.inference_mode():
+            self.dim = int(self._embed(np.zeros(SAMPLE_RATE, dtype=np.float32)).values.shape[1])
+
+    def _embed(self, wave: np.ndarray) -> FrameEmbeddings:
+        self._captured.clear()
+        wave = np.pad(wave, (0, max(0, self.minimum - wave.size)))
+        self.model(torch.from_numpy(wave), sr=self.sample_rate, return_activations=True)
+        values = self._captured.pop().float()
+        return FrameEmbeddings(values, frame_times(len(values), 1.0 / self.frame_rate))
+
+
 class SpeechEmbeddingEncoder(AudioEncoder):
     """Google's speech_embedding (96-d every 80 ms over 76-frame, 775 ms, mel windows), as
     ONNX in openwakeword 0.4.0, run with onnxruntime. Clips shorter than one window are padded."""

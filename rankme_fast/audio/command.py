@@ -1,0 +1,288 @@
+"""`rankme-fast audio ENCODER[,ENCODER...] PATH...`: RankMe of audio encoders on your own
+recordings, with a linear probe when labels are given and the quality a fitted RankMe law
+predicts."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rankme_fast.spectrum import METRIC_NAMES
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "audio",
+        help="RankMe of audio encoders on audio files (wav, flac, ogg, mp3; dirs, globs)",
+        description="Embed every file with each encoder (long files in windows), stream the frame embeddings "
+        "into float64 Gram states (raw and centred), and print frame and clip RankMe. Under torchrun each "
+        "process takes a disjoint set of files and the states are summed.",
+    )
+    parser.add_argument("encoders", metavar="ENCODER[,ENCODER...]",
+                        help="built-in name (see --list), Hugging Face directory, .pt/.ts TorchScript, .onnx or "
+                        "package.module:callable; several, comma-separated, are scored on the same audio")  # fmt: skip
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="audio files, directories (recursive) or globs")
+    parser.add_argument("--list", action="store_true", help="list the built-in encoders and whether each is usable")
+    parser.add_argument("--sr", type=int, help="sample rate of TorchScript/ONNX/callable models (default 16000)")
+    parser.add_argument("--frame-rate", type=float, help="frames per second of such models (default: measured)")
+    parser.add_argument("--option", action="append", default=[], metavar="[ENCODER:]KEY=VALUE",
+                        help="constructor option of a built-in encoder (all of them without ENCODER:), "
+                        "e.g. crepe-tiny:hop_length=1600")  # fmt: skip
+    parser.add_argument("--window-seconds", type=float, default=10.0, help="long files are cut into such windows")
+    parser.add_argument("--clip", choices=["file", "window"], default="file",
+                        help="what one clip (one clip embedding: the mean of its frames) is")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=2, help="decoding processes (0: decode in this one)")
+    parser.add_argument("--precision", choices=["exact", "fast"], default="exact")
+    parser.add_argument("--metrics", default="rankme", help=f"comma-separated, of {', '.join(METRIC_NAMES)}")
+    parser.add_argument("--labels", help="CSV with a 'path' column (as given, or the file name) and labels")
+    parser.add_argument("--label-column", help="the column of --labels to probe")
+    parser.add_argument("--group-column", help="hold out whole groups of this column (e.g. speaker)")
+    parser.add_argument("--law", help="fits.json of `rankme-fast study` or fit.json of `rankme-fast fit`")
+    parser.add_argument("--task", default="mean", help="which task's law in a study's fits.json (default: mean)")
+    parser.add_argument("--plot", help="write a figure of each encoder's RankMe (against probe accuracy with labels)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--per-file", action="store_true", help="frame metrics of each file too")
+    parser.add_argument("--skip-bad", action="store_true", help="report and skip bad files instead of stopping")
+    parser.add_argument("--checkpoint", help="save state and position here (atomically), one file per encoder")
+    parser.add_argument("--checkpoint-every", type=int, default=20, metavar="K", help="decoding tasks between saves")
+    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rankme_fast.audio.encoders import available_encoders
+    from rankme_fast.scoring.job import init_distributed_from_env
+
+    if args.list:
+        for name, reason in available_encoders().items():
+            print(f"{name:<18} {'usable' if reason is None else reason}")
+        return 0
+    if not args.paths:
+        raise ValueError("give at least one audio file, directory or glob")
+    if args.labels and not args.label_column:
+        raise ValueError("--labels needs --label-column")
+    labels = _read_labels(args.labels, args.label_column, args.group_column) if args.labels else None
+    law = _read_law(args.law, args.task) if args.law else None
+    joined = init_distributed_from_env()
+    try:
+        results = [_score_one(spec, args, labels) for spec in args.encoders.split(",") if spec]
+    finally:
+        if joined:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if joined and int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    rows = [_summary(spec, result, probe, law) for spec, result, probe in results]
+    _print(rows, results, args.per_file)
+    if args.plot:
+        _plot(rows, args.plot)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump([row | {"result": result.to_json()} for row, (_, result, _) in zip(rows, results, strict=True)],
+                      handle, indent=2)  # fmt: skip
+    return 0
+
+
+def _score_one(spec: str, args: argparse.Namespace, labels: dict | None) -> tuple[str, Any, dict | None]:
+    from rankme_fast.audio.corpus import AudioOptions, score_encoder
+    from rankme_fast.audio.encoders import encoder_from_spec
+
+    scoped = [item.split("=", 1)[0].partition(":") for item in args.option]
+    options = dict(_option(item) for item, (_, colon, _) in zip(args.option, scoped, strict=True) if not colon)
+    options |= dict(_option(item.split(":", 1)[1]) for item, (name, colon, _) in zip(args.option, scoped, strict=True)
+                    if colon and name == spec)  # fmt: skip
+    encoder = encoder_from_spec(spec, sample_rate=args.sr, frame_rate=args.frame_rate, options=options or None)
+    checkpoint = None
+    if args.checkpoint:
+        checkpoint = args.checkpoint if "," not in args.encoders else _per_encoder(args.checkpoint, encoder.name)
+    result = score_encoder(encoder, args.paths, AudioOptions(
+        window_seconds=args.window_seconds, clip=args.clip, workers=args.workers, precision=args.precision,
+        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()), per_file=args.per_file,
+        skip_bad=args.skip_bad, keep_clips=labels is not None, checkpoint=checkpoint,
+        checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
+    ))  # fmt: skip
+    return spec, result, (_probe(result, labels) if labels is not None else None)
+
+
+def _option(item: str) -> tuple[str, Any]:
+    key, _, value = item.partition("=")
+    if not key or not value:
+        raise ValueError(f"--option takes KEY=VALUE, got {item!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _per_encoder(path: str, name: str) -> str:
+    target = Path(path)
+    return str(target.with_name(f"{target.stem}.{name}{target.suffix}"))
+
+
+# -- labels and the probe -----------------------------------------------------------------------------
+
+
+def _read_labels(path: str, label_column: str, group_column: str | None) -> dict[str, tuple[str, str | None]]:
+    """path (as written, and its file name) -> (label, group)."""
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        for needed in ("path", label_column, *([group_column] if group_column else [])):
+            if needed not in columns:
+                raise ValueError(f"{path}: no column {needed!r} (has: {', '.join(columns)})")
+        table: dict[str, tuple[str, str | None]] = {}
+        for row in reader:
+            entry = (row[label_column], row[group_column] if group_column else None)
+            table[row["path"]] = entry
+            table.setdefault(Path(row["path"]).name, entry)
+    return table
+
+
+def _probe(result: Any, labels: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
+    """Linear-probe accuracy on a held-out fifth of the clips (whole groups when given)."""
+    from rankme_fast.audio.probe import probe
+
+    if result.clip_embeddings is None:
+        raise ValueError("no clip embeddings were kept for the probe")
+    known = [(i, labels.get(f) or labels.get(Path(f).name)) for i, f in enumerate(result.clip_files)]
+    missing = sorted({result.clip_files[i] for i, entry in known if entry is None})
+    if missing:
+        raise ValueError(f"no label for {len(missing)} files, e.g. {missing[0]}")
+    classes = sorted({entry[0] for _, entry in known})
+    y = np.array([classes.index(entry[0]) for _, entry in known])
+    groups = [entry[1] if entry[1] is not None else result.clip_files[i] for i, entry in known]
+    unique = sorted(set(groups))
+    held_out = set(np.random.default_rng(0).permutation(unique)[: max(1, len(unique) // 5)])
+    test = np.array([g in held_out for g in groups])
+    if test.all() or not test.any():
+        raise ValueError("too few files (or groups) to hold out a test split")
+    x = result.clip_embeddings
+    outcome = probe(x[~test], y[~test], x[test], y[test], kind="linear")
+    grouped = any(entry[1] is not None for _, entry in known)
+    return {"accuracy": outcome.accuracy, "macro_f1": outcome.macro_f1, "n_train": outcome.n_train,
+            "n_test": outcome.n_test, "classes": len(classes), "grouped": grouped}  # fmt: skip
+
+
+# -- a fitted RankMe law ------------------------------------------------------------------------------
+
+
+def _read_law(path: str, task: str) -> dict[str, Any]:
+    """The law quality = a·RankMe^b of a study's fits.json (the study's own encoders, task
+    `task`, clip RankMe) or of a fit.json, with its family and what its x axis was."""
+    data = json.loads(Path(path).read_text())
+    if "quality_laws" in data:
+        key = f"trained/clip_rankme/{task}"
+        if key not in data["quality_laws"]:
+            known = sorted({k.rsplit("/", 1)[-1] for k in data["quality_laws"]})
+            raise ValueError(f"{path}: no law for task {task!r} (tasks: {', '.join(known)})")
+        law = data["quality_laws"][key]
+        family = "the study's APC-trained encoders (transformer, conv and LSTM), clip RankMe"
+    else:
+        law = data
+        family = None
+    if "params" not in law or not {"a", "b"} <= set(law["params"]):
+        raise ValueError(f"{path}: not a RankMe law (expected params a and b of y = a·x^b)")
+    return {"path": path, "task": task, "law": law, "family": family}
+
+
+def _predict(law: dict[str, Any], rankme: float) -> dict[str, Any]:
+    """a·RankMe^b, and the range the parameters' confidence intervals allow (their corners:
+    a box, not a calibrated prediction interval)."""
+    params, ci = law["law"]["params"], law["law"].get("ci", {})
+    value = params["a"] * rankme ** params["b"]
+    corners = [a * rankme**b for a in ci.get("a", [params["a"]]) for b in ci.get("b", [params["b"]])]
+    return {"predicted": value, "interval": [min(corners), max(corners)], "level": law["law"].get("level")}
+
+
+# -- output -----------------------------------------------------------------------------------------
+
+
+def _summary(spec: str, result: Any, probe: dict | None, law: dict | None) -> dict[str, Any]:
+    metrics = {f"{state}_{name}": value for state, values in result.metrics.items() for name, value in values.items()}
+    row = {"encoder": spec, "name": result.encoder["name"], "dim": result.encoder["dim"], **metrics,
+           "frames": result.frames, "clips": result.clips, "hours": result.audio_seconds / 3600,
+           "audio_s_per_s": result.audio_seconds_per_second}  # fmt: skip
+    if probe is not None:
+        row["probe_accuracy"] = probe["accuracy"]
+        row["probe"] = probe
+    if law is not None and "clip" in result.metrics:
+        row["law"] = _predict(law, result.metrics["clip"]["rankme"]) | {"task": law["task"], "file": law["path"]}
+        row["law"]["warning"] = (
+            f"{result.encoder['name']} is not of the family the law was fitted on ({law['family']}); the study "
+            "found no relation between RankMe and quality across families, so this is not a prediction for it"
+            if law["family"]
+            else "the fit does not record which encoders it was fitted on; across families RankMe did not predict "
+            "quality in the study"
+        )  # fmt: skip
+    return row
+
+
+def _print(rows: list[dict[str, Any]], results: list[Any], per_file: bool) -> None:
+    states = ("frame", "frame_centered", "clip", "clip_centered")
+    header = ["encoder", "dim", *(f"{s} rankme" for s in states), "frames", "clips", "hours", "audio s/s"]
+    if any("probe_accuracy" in row for row in rows):
+        header.append("probe acc")
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        values = (f"{row.get(f'{s}_rankme', float('nan')):.4f}" for s in states)
+        cells = [row["encoder"], str(row["dim"]), *values, f"{row['frames']:,}", f"{row['clips']:,}",
+                 f"{row['hours']:.3f}", f"{row['audio_s_per_s']:.1f}"]  # fmt: skip
+        if "probe acc" in header:
+            cells.append(f"{row['probe_accuracy']:.3f}" if "probe_accuracy" in row else "")
+        print("| " + " | ".join(cells) + " |")
+    for row, (_, result, _) in zip(rows, results, strict=True):
+        total = max(result.wall_seconds, 1e-9)
+        print(f"{row['encoder']}: {result.wall_seconds:.1f} s for {result.audio_seconds:.1f} s of audio; model "
+              f"{result.model_seconds / total:.0%}, Gram {result.gram_seconds / total:.0%}, waiting for decoded audio "
+              f"{result.wait_seconds / total:.0%} (decoding took {result.decode_seconds:.1f} CPU-s in the workers)"
+              + (", resumed" if result.resumed else ""))  # fmt: skip
+        if any(len(values) > 1 for values in result.metrics.values()):  # metrics beyond RankMe
+            for state, values in result.metrics.items():
+                print(f"  {state}: " + "  ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        if "law" in row:
+            law = row["law"]
+            print(f"  law ({law['task']}): predicted quality {law['predicted']:.3f} "
+                  f"[{law['interval'][0]:.3f}, {law['interval'][1]:.3f}]  WARNING: {law['warning']}")  # fmt: skip
+        skipped = [f for f in result.files if f.error]
+        for report in skipped:
+            print(f"  skipped {report.path}: {report.error}")
+        if per_file:
+            for report in result.files:
+                if report.error is None and report.metrics:
+                    shown = "  ".join(f"{k} {v:.4f}" for k, v in report.metrics.items())
+                    print(f"  {report.path}  {report.seconds:.1f} s  {report.frames:,} frames  {shown}")
+    sys.stdout.flush()
+
+
+def _plot(rows: list[dict[str, Any]], path: str) -> None:
+    from rankme_fast._extras import require
+
+    require("--plot", "fit", "matplotlib")
+    from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
+
+    figure = Figure(figsize=(6, 4))
+    ax = figure.subplots()
+    names = [row["encoder"] for row in rows]
+    values = [row.get("clip_rankme", row["frame_rankme"]) for row in rows]
+    if all("probe_accuracy" in row for row in rows):
+        ax.scatter(values, [row["probe_accuracy"] for row in rows])
+        for name, x, y in zip(names, values, [row["probe_accuracy"] for row in rows], strict=True):
+            ax.annotate(name, (x, y), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("clip RankMe")
+        ax.set_ylabel("linear-probe accuracy")
+    else:
+        ax.bar(names, values)
+        ax.set_ylabel("clip RankMe" if all("clip_rankme" in row for row in rows) else "frame RankMe")
+        ax.tick_params(axis="x", rotation=30)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)

@@ -1,0 +1,214 @@
+"""`rankme-fast audio` on a folder the tests write: the generated benchmark's clips as wav, flac,
+ogg and mp3 at several rates and channel counts in nested folders, one long file, and bad
+files. Results equal `audio.extract` on the same decoded audio; bad files stop the job naming
+them or are skipped leaving nothing behind; resume after SIGKILL is exact; two processes
+under torchrun equal one; labels give a probe; a fitted law gives a prediction and a warning."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import rankme_fast as rf
+from rankme_fast import audio
+from rankme_fast.audio.corpus import AudioOptions, score_encoder
+from rankme_fast.audio.files import BadAudioError, audio_info, expand_audio_paths, read_windows
+from rankme_fast.audio.io import resample
+from rankme_fast.cli import main as cli
+
+soundfile = pytest.importorskip("soundfile")
+FORMATS = [("wav", 16000, 1), ("flac", 22050, 2), ("ogg", 44100, 1), ("mp3", 8000, 2), ("wav", 48000, 2)]
+EXACT = 1e-9
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, bench_cache):
+    """The tiny benchmark's first 40 clips (spoken digits) in nested folders and five
+    formats/rates/channel counts, one 100-second file, and a CSV of their digit and voice."""
+    root = tmp_path_factory.mktemp("corpus")
+    bench = audio.make_benchmark("tiny", seed=0)
+    rows = []
+    for i in range(40):
+        suffix, rate, channels = FORMATS[i % len(FORMATS)]
+        wave = resample(bench.waves[i], audio.SAMPLE_RATE, rate)
+        data = np.stack([wave, 0.6 * wave], axis=1) if channels == 2 else wave
+        path = root / f"speaker{i % 4}" / ("deep" if i % 2 else "") / f"clip{i:02d}.{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(path, data, rate)
+        rows.append({"path": str(path), "digit": bench.meta["text"][i], "voice": bench.meta["voice"][i]})
+    long = np.concatenate([bench.waves[i] for i in range(100)])
+    soundfile.write(root / "long.flac", long, audio.SAMPLE_RATE)
+    rows.append({"path": str(root / "long.flac"), "digit": "0", "voice": "mixed"})
+    with open(root.parent / f"{root.name}-labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "digit", "voice"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def log_mel():
+    return audio.load_encoder("log-mel")
+
+
+def _decoded(paths: list[str], sample_rate: int, window_seconds: float) -> list[tuple[str, np.ndarray]]:
+    """Every window of every file, read independently of the job (the same decoder)."""
+    return [(p, w) for p in paths for w in read_windows(audio_info(p), sample_rate, window_seconds)]
+
+
+def test_frame_and_clip_states_equal_audio_extract(corpus, log_mel):
+    result = score_encoder(log_mel, [str(corpus)], AudioOptions(workers=2, window_seconds=7.0, clip="window",
+                                                                 progress=False))  # fmt: skip
+    windows = _decoded(expand_audio_paths([str(corpus)]), log_mel.sample_rate, 7.0)
+    frames = [rf.GramAccumulator(), rf.GramAccumulator(centered=True)]
+    extraction = audio.extract(log_mel, [w for _, w in windows], sr=log_mel.sample_rate, level="frame",
+                               accumulator=frames, progress=False)  # fmt: skip
+    assert result.frames == extraction.frames and result.clips == len(windows)
+    for state, acc in zip(("frame", "frame_centered"), frames, strict=True):
+        assert abs(result.metrics[state]["rankme"] - acc.rankme()) <= EXACT * acc.rankme()
+    clips = rf.GramAccumulator().update(torch.from_numpy(extraction.clip_embeddings))
+    # extract keeps each clip mean in float32, the job in float64: only that rounding differs
+    assert abs(result.metrics["clip"]["rankme"] - clips.rankme()) <= 1e-6 * clips.rankme()
+    assert result.audio_seconds == pytest.approx(40 + 100, abs=0.05)
+    assert result.model_seconds > 0 and result.gram_seconds > 0
+
+
+def test_a_clip_is_a_file_by_default_and_workers_change_nothing(corpus, log_mel):
+    one = score_encoder(log_mel, [str(corpus)], AudioOptions(workers=0, progress=False))
+    two = score_encoder(log_mel, [str(corpus)], AudioOptions(workers=2, progress=False))
+    assert one.clips == two.clips == 41
+    assert one.metrics == two.metrics  # the same windows in the same order: bitwise equal
+
+
+def _bad_files(directory: Path) -> dict[str, str]:
+    directory.mkdir(exist_ok=True)
+    (directory / "noise.wav").write_bytes(os.urandom(3000))
+    soundfile.write(directory / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    good = np.random.default_rng(0).standard_normal(32000).astype(np.float32) * 0.1
+    soundfile.write(directory / "cut.flac", good, 16000)
+    data = (directory / "cut.flac").read_bytes()
+    (directory / "cut.flac").write_bytes(data[: len(data) // 3])
+    return {"noise.wav": "not a readable audio file", "empty.wav": "holds no audio samples",
+            "cut.flac": "could not be decoded|ends before its header says|not a readable"}  # fmt: skip
+
+
+def test_each_bad_file_stops_the_job_naming_it_or_is_skipped_leaving_nothing(tmp_path, corpus, log_mel):
+    good = [str(p) for p in sorted(corpus.rglob("clip0*"))]
+    for name, message in _bad_files(tmp_path / "bad").items():
+        with pytest.raises(BadAudioError, match=message) as caught:
+            score_encoder(log_mel, [*good, str(tmp_path / "bad" / name)], AudioOptions(workers=0, progress=False))
+        assert name in str(caught.value)
+    skipped = score_encoder(log_mel, [*good, str(tmp_path / "bad")], AudioOptions(workers=2, skip_bad=True,
+                                                                                 progress=False))  # fmt: skip
+    alone = score_encoder(log_mel, good, AudioOptions(workers=0, progress=False))
+    assert skipped.metrics == alone.metrics and skipped.frames == alone.frames
+    assert {Path(f.path).name for f in skipped.files if f.error} == set(_bad_files(tmp_path / "bad2"))
+
+
+def test_silent_and_mixed_channel_files_are_scored(tmp_path, log_mel):
+    soundfile.write(tmp_path / "silence.wav", np.zeros(16000, dtype=np.float32), 16000)
+    soundfile.write(tmp_path / "tone.ogg", np.stack([np.sin(np.arange(44100) / 7.0)] * 3, axis=1) * 0.3, 44100)
+    result = score_encoder(log_mel, [str(tmp_path)], AudioOptions(workers=0, progress=False))
+    assert result.frames > 0 and np.isfinite(result.metrics["frame"]["rankme"])
+
+
+def test_an_hour_long_file_is_read_a_window_at_a_time(tmp_path):
+    path = tmp_path / "hour.wav"
+    rng = np.random.default_rng(1)
+    with soundfile.SoundFile(path, "w", 8000, 2, subtype="PCM_16") as handle:
+        for _ in range(60):  # 60 minutes of stereo 8 kHz, written a minute at a time
+            handle.write((0.1 * rng.standard_normal((8000 * 60, 2))).astype(np.float32))
+    probe = (
+        "import resource, sys\n"
+        "from rankme_fast.cli import main\n"
+        f"main(['audio', 'log-mel', {str(path)!r}, '--window-seconds', '20', '--workers', '1', '--no-progress'])\n"
+        "print('peak', [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n"
+    )  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak_mb = int(done.stdout.split("peak")[-1].split()[0]) / 1024
+    # the whole file as float32 at 16 kHz would be 230 MB more than the ~330 MB this process needs
+    assert peak_mb < 450, f"peak RSS {peak_mb:.0f} MB"
+    assert "1.000 |" in done.stdout  # one hour
+
+
+def _command(corpus: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "rankme_fast.cli", "audio", "log-mel", str(corpus), "--no-progress",
+            "--workers", "1", "--window-seconds", "4", "--json", str(out), *extra]  # fmt: skip
+
+
+def _metrics(path: Path) -> dict:
+    return json.loads(path.read_text())[0]["result"]["metrics"]
+
+
+def test_resume_after_sigkill_gives_the_identical_result(tmp_path, corpus):
+    subprocess.run(_command(corpus, tmp_path / "whole.json"), check=True, capture_output=True, timeout=300)
+    state = tmp_path / "state.pt"
+    command = _command(corpus, tmp_path / "killed.json", "--checkpoint", str(state), "--checkpoint-every", "1")
+    killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline and killed.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(30)
+    assert state.exists() and not (tmp_path / "killed.json").exists()
+    resumed = subprocess.run(_command(corpus, tmp_path / "resumed.json", "--checkpoint", str(state), "--resume"),
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed" in resumed.stdout
+    assert _metrics(tmp_path / "resumed.json") == _metrics(tmp_path / "whole.json")
+
+
+def test_torchrun_two_processes_equal_one(tmp_path, corpus):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not found beside this Python")
+    subprocess.run(_command(corpus, tmp_path / "one.json"), check=True, capture_output=True, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "rankme_fast.cli",
+                           *_command(corpus, tmp_path / "two.json")[3:]], env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = _metrics(tmp_path / "one.json"), _metrics(tmp_path / "two.json")
+    for state in one:  # the same rows summed in another order; the 41-clip states are nearly rank-deficient
+        assert abs(one[state]["rankme"] - two[state]["rankme"]) <= 1e-6 * one[state]["rankme"]
+    result = json.loads((tmp_path / "two.json").read_text())[0]["result"]
+    assert result["processes"] == 2 and result["clips"] == 41
+
+
+def test_labels_give_a_probe_and_a_law_a_prediction_with_its_warning(tmp_path, corpus, capsys):
+    labels = corpus.parent / f"{corpus.name}-labels.csv"
+    law = Path(__file__).resolve().parent.parent / "bench" / "results" / "study-full" / "fits.json"
+    out = tmp_path / "out.json"
+    code = cli(["audio", "log-mel", str(corpus), "--no-progress", "--workers", "0", "--labels", str(labels),
+                "--label-column", "digit", "--group-column", "voice", "--law", str(law), "--plot",
+                str(tmp_path / "rankme.png"), "--json", str(out)])  # fmt: skip
+    assert code == 0
+    row = json.loads(out.read_text())[0]
+    assert 0.0 <= row["probe_accuracy"] <= 1.0 and row["probe"]["grouped"] and row["probe"]["classes"] == 10
+    low, high = row["law"]["interval"]
+    assert low <= row["law"]["predicted"] <= high and "not of the family" in row["law"]["warning"]
+    assert (tmp_path / "rankme.png").stat().st_size > 1000
+    assert "WARNING" in capsys.readouterr().out
+
+
+def test_bad_options_and_encoders_are_refused(tmp_path, corpus, log_mel):
+    with pytest.raises(ValueError, match="clip must be one of"):
+        score_encoder(log_mel, [str(corpus)], AudioOptions(clip="frame"))
+    with pytest.raises(ValueError, match="no such file, or no audio files"):
+        score_encoder(log_mel, [str(tmp_path / "nothing*.wav")], AudioOptions())
+    with pytest.raises(ValueError, match="is none of: a built-in name"):
+        audio.encoder_from_spec("no-such-encoder")
+    assert cli(["audio", "log-mel", str(corpus), "--labels", "x.csv"]) == 1
