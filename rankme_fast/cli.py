@@ -68,8 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fit.set_defaults(run=_fit)
     study = commands.add_parser("study", help="pre-train an audio encoder family, measure RankMe and probe "
                                 "accuracy, fit the scaling laws, write a report (resumable)")  # fmt: skip
-    study.add_argument("--preset", default="quick", choices=["micro", "quick", "full"],
-                       help="micro: CI-sized; quick: ~10 min here (make demo); full: ~1 hour")  # fmt: skip
+    study.add_argument("--preset", default="quick", choices=["micro", "quick", "full", "paper"],
+                       help="micro: CI-sized; quick: ~10 min here (make demo); full: ~1 hour; paper: every run "
+                       "trained to convergence, ~2 hours")  # fmt: skip
     study.add_argument("--out", default="study", help="directory for report.md, runs.csv, fits.json, plots")
     study.add_argument("--no-ladder", action="store_true", help="skip the pretrained-model ladder")
     study.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the CIs")

@@ -202,6 +202,14 @@ def test_labels_give_a_probe_and_a_law_a_prediction_with_its_warning(tmp_path, c
     assert low <= row["law"]["predicted"] <= high and "not of the family" in row["law"]["warning"]
     assert (tmp_path / "rankme.png").stat().st_size > 1000
     assert "WARNING" in capsys.readouterr().out
+    assert "bound" not in row["law"]["warning"]
+    flat = json.loads(law.read_text())["quality_laws"]["trained/clip_rankme/mean"] | {"pinned": ["b"]}
+    flat_path = tmp_path / "flat.json"
+    flat_path.write_text(json.dumps(flat))
+    assert cli(["audio", "log-mel", str(corpus), "--no-progress", "--workers", "0", "--law", str(flat_path),
+                "--json", str(out)]) == 0  # fmt: skip
+    warning = json.loads(out.read_text())[0]["law"]["warning"]
+    assert warning.startswith("the law's exponent b ended at its bound") and "does not record" in warning
 
 
 def test_bad_options_and_encoders_are_refused(tmp_path, corpus, log_mel):

@@ -163,3 +163,84 @@ def test_cli_fit_writes_json_markdown_and_a_real_plot(tmp_path):
     assert cli.main(["fit", str(records), "--x", "N", "--x2", "D", "--y", "loss", "--form", "chinchilla",
                      "--bootstrap", "10", "--out", str(tmp_path / "joint")]) == 0  # fmt: skip
     assert cli.main(["fit", str(records), "--x", "params", "--y", "loss", "--out", str(tmp_path / "x")]) == 1
+
+
+STUDY_GRID = np.column_stack([np.repeat(np.geomspace(4e3, 4e5, 5), 5), np.tile(np.geomspace(16, 4096, 5), 5)])
+STUDY_LAW = [3e3, 20.0, 0.35, 0.5, 0.3]  # N_c, D_c (s), α_N, α_D, L_∞: the study grid's shape
+
+
+def test_droppo_on_a_5x5_grid_is_identified_and_beats_kaplan_where_there_is_a_floor():
+    """The paper preset's grid (2 decades of N and of D) with 1 % noise: every CI finite and
+    positive, both exponents' CIs away from 0, the truth inside them, the largest-N row and the
+    largest-D column each predicted within 5 %; and Kaplan's form (no L_∞) loses on AIC and on
+    those predictions."""
+    rng = np.random.default_rng(7)
+    y = scaling.FORMS["droppo"](STUDY_LAW, STUDY_GRID) * np.exp(rng.normal(0, 0.01, len(STUDY_GRID)))
+    droppo = scaling.fit("droppo", STUDY_GRID, y, bootstrap=40, seed=1)
+    kaplan = scaling.fit("kaplan", STUDY_GRID, y, bootstrap=0)
+    assert droppo.converged and not droppo.pinned, droppo.summary()
+    for name, truth in zip(droppo.form.parameters, STUDY_LAW, strict=True):
+        low, high = droppo.ci[name]
+        assert 0 < low <= truth <= high < np.inf, (name, low, high)
+    assert droppo.ci["alpha_N"][0] > 0.05 and droppo.ci["alpha_D"][0] > 0.05
+    assert droppo.extrapolation["relative_error"] < 0.05 and droppo.extrapolation_d["relative_error"] < 0.05
+    assert droppo.extrapolation_d["held_out_x"] == 4096 and droppo.extrapolation_d["held_out_points"] == 5
+    assert droppo.aic < kaplan.aic - 10
+    assert kaplan.extrapolation_d["relative_error"] > droppo.extrapolation_d["relative_error"]
+    assert "AIC" in droppo.summary() and "fit on D <" in droppo.summary()
+
+
+def test_positive_parameters_have_positive_cis_and_a_flat_law_is_pinned_not_estimated():
+    rng = np.random.default_rng(3)
+    rankme = np.geomspace(10, 200, 12)
+    flat = 0.6 * rankme**-0.05 * np.exp(rng.normal(0, 0.02, 12))  # falls a little: no positive power
+    result = scaling.fit("increasing_power", rankme, flat, bootstrap=40)
+    assert result.pinned == ["b"] and result.params["b"] < 1e-6
+    assert all(low > 0 for low, _ in result.ci.values())
+    assert "at a bound" in result.summary() and result.to_dict()["pinned"] == ["b"]
+    rising = scaling.fit("increasing_power", rankme, 0.1 * rankme**0.3 * np.exp(rng.normal(0, 0.2, 12)),
+                         bootstrap=60)  # fmt: skip
+    assert not rising.pinned and rising.ci["b"][0] > 0 and rising.ci["a"][0] > 0  # noisy, still above 0
+
+
+def _runs(n: int, seed: int, effect: float) -> dict:
+    """Runs whose log quality is 0.3·log RankMe + effect·(log N, centred) + noise; log D is unrelated."""
+    rng = np.random.default_rng(seed)
+    log_n, log_d = rng.uniform(8, 13, n), rng.uniform(3, 8, n)
+    log_r = 0.5 * log_n + rng.normal(0, 0.5, n)  # RankMe grows with N, but not only with it
+    log_q = -2 + 0.3 * log_r + effect * (log_n - 10.5) + rng.normal(0, 0.03, n)
+    arch = rng.choice(["conv", "lstm", "transformer"], n)
+    return {"quality": np.exp(log_q), "rankme": np.exp(log_r), "log N": log_n, "log D": log_d, "arch": arch}
+
+
+def test_the_unification_test_finds_a_planted_effect_and_none_where_there_is_none():
+    from rankme_fast.scaling.nested import unification_test
+
+    runs = _runs(40, 0, effect=0.05)
+    result = unification_test(runs["quality"], runs["rankme"],
+                              {k: runs[k] for k in ("log N", "log D", "arch")} | {"depth": [2] * 40})  # fmt: skip
+    assert not result["log N"].unified() and result["log N"].p < 1e-4
+    low, high = result["log N"].partial_r_ci
+    assert 0 < low < result["log N"].partial_r < high
+    assert result["log D"].unified() and result["arch"].unified()
+    assert result["arch"].columns == 2 and np.isnan(result["arch"].partial_r)
+    assert result["log N"].p_holm >= result["log N"].p and isinstance(result["depth"], str)
+    # No effect anywhere: over 40 data sets, the variables are flagged at about the 5 % level.
+    flagged = 0
+    for seed in range(40):
+        runs = _runs(30, 100 + seed, effect=0.0)
+        tests = unification_test(runs["quality"], runs["rankme"], {k: runs[k] for k in ("log N", "log D")})
+        flagged += sum(not t.unified() for t in tests.values())
+    assert flagged <= 6, f"{flagged} of 80 null tests flagged"
+
+
+def test_the_unification_test_refuses_what_it_cannot_test():
+    from rankme_fast.scaling.nested import added_explanation
+
+    runs = _runs(10, 1, effect=0.0)
+    with pytest.raises(ValueError, match="linear function of log RankMe"):
+        added_explanation(runs["quality"], runs["rankme"], 2 * np.log(runs["rankme"]), "twice")
+    with pytest.raises(ValueError, match="positive"):
+        added_explanation(-runs["quality"], runs["rankme"], runs["log D"])
+    with pytest.raises(ValueError, match="values for"):
+        added_explanation(runs["quality"], runs["rankme"], runs["log D"][:5])

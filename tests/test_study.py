@@ -135,6 +135,69 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_bit_identical(corpus, tm
         pretrain(config, corpus, PretrainConfig(steps=13, batch_size=4), checkpoint=path)
 
 
+def _halves(corpus: FrameCorpus) -> tuple[FrameCorpus, FrameCorpus]:
+    middle = len(corpus) // 2
+    return (FrameCorpus(corpus.frames[:middle], corpus.seconds / 2),
+            FrameCorpus(corpus.frames[middle:], corpus.seconds / 2))  # fmt: skip
+
+
+def test_training_to_convergence_stops_on_the_validation_loss_and_keeps_the_best_model(corpus):
+    """Early stopping: a small model on 20 s overfits, the validation curve turns up, training
+    stops `patience` checks after its best and returns that checkpoint (measured on held-out
+    audio); tokens and compute count the steps up to it."""
+    config = EncoderConfig(width=16, depth=1, emb_dim=8, frames=40)
+    settings = PretrainConfig(steps=3000, batch_size=8, warmup=5, eval_windows=16, patience=3, eval_every=20)
+    validation, held_out = _halves(corpus)
+    result = pretrain(config, corpus.take(20), settings, held_out=held_out, validation=validation)
+    assert result.stopped_by == "patience" and len(result.losses) < settings.steps
+    steps = [step for step, _ in result.curve]
+    assert steps == list(range(20, len(result.losses) + 1, 20))
+    best_step, best_loss = min(result.curve, key=lambda point: point[1])
+    assert result.best_step == best_step == len(result.losses) - 3 * 20
+    assert pretraining.held_out_loss(result.model, result.head, validation, settings) == best_loss
+    assert result.held_out_loss == pretraining.held_out_loss(result.model, result.head, held_out, settings)
+    assert result.tokens == best_step * 8 * 40 and result.compute == 6.0 * result.n_params * result.tokens
+    window = 40 + settings.shift
+    assert result.epochs == pytest.approx(len(result.losses) * 8 * window / len(corpus.take(20)))
+    capped = pretrain(config, corpus.take(20), PretrainConfig(steps=40, batch_size=8, warmup=5, eval_windows=16,
+                      patience=50, eval_every=20), held_out=held_out, validation=validation)  # fmt: skip
+    assert capped.stopped_by == "cap" and len(capped.losses) == 40 and [s for s, _ in capped.curve] == [20, 40]
+    with pytest.raises(ValueError, match="needs validation audio"):
+        pretrain(config, corpus, settings, held_out=held_out)
+    with pytest.raises(ValueError, match="patience"):
+        PretrainConfig(patience=0)
+
+
+def test_a_run_to_convergence_resumes_bit_identical(corpus, tmp_path, monkeypatch):
+    config = EncoderConfig(width=16, depth=1, emb_dim=8, frames=40)
+    settings = PretrainConfig(steps=400, batch_size=4, warmup=2, eval_windows=8, patience=2, eval_every=10)
+    validation, held_out = _halves(corpus)
+    data = corpus.take(15)
+    straight = pretrain(config, data, settings, held_out=held_out, validation=validation)
+    assert straight.stopped_by == "patience" and straight.best_step > 10
+    real = pretraining.objective_loss
+    calls = {"n": 0}
+
+    def crash(model, *args, **kwargs):
+        calls["n"] += model.training  # training steps only, not the validation passes
+        if calls["n"] == straight.best_step + 7:  # after the best checkpoint, before the stop
+            raise KeyboardInterrupt
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(pretraining, "objective_loss", crash)
+    path = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(config, data, settings, held_out=held_out, validation=validation, checkpoint=path, checkpoint_every=5)
+    monkeypatch.setattr(pretraining, "objective_loss", real)
+    resumed = pretrain(config, data, settings, held_out=held_out, validation=validation, checkpoint=path,
+                       checkpoint_every=5)  # fmt: skip
+    assert resumed.resumed_from > straight.best_step
+    assert (resumed.losses, resumed.curve, resumed.best_step, resumed.held_out_loss) == (
+        straight.losses, straight.curve, straight.best_step, straight.held_out_loss)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
 def test_pretraining_bad_input_is_named(corpus):
     with pytest.raises(ValueError, match="needs EncoderConfig\\(causal=True\\)"):
         pretrain(EncoderConfig(causal=False), corpus)

@@ -217,6 +217,11 @@ def _summary(spec: str, result: Any, probe: dict | None, law: dict | None) -> di
     if law is not None and "clip" in result.metrics:
         row["law"] = _predict(law, result.metrics["clip"]["rankme"]) | {"task": law["task"], "file": law["path"]}
         row["law"]["warning"] = (
+            "the law's exponent b ended at its bound (no positive power law): its prediction is the same whatever "
+            "the RankMe; "
+            if "b" in law["law"].get("pinned", [])
+            else ""
+        ) + (
             f"{result.encoder['name']} is not of the family the law was fitted on ({law['family']}); the study "
             "found no relation between RankMe and quality across families, so this is not a prediction for it"
             if law["family"]

@@ -6,15 +6,20 @@ Objectives (both an L1 loss on per-band-normalised log-mel, so their values are 
   mae  masked reconstruction: spans of input frames are zeroed and the model reconstructs them
        (the loss counts masked frames only).
 Data size D is counted in audio seconds and frames; compute as C ≈ 6·N·tokens (Kaplan et al.),
-tokens = steps × batch × frames. Deterministic for a seed; checkpoints resume exactly."""
+tokens = steps × batch × frames. Two ways to train: a fixed number of steps on a cosine
+schedule, or to convergence (`patience`): a constant rate after warm-up, the loss on
+validation audio checked every `eval_every` steps, training stopped when it has not improved
+for `patience` checks (or at the `steps` cap), and the best checkpoint kept and measured on
+the held-out audio. Deterministic for a seed; checkpoints resume exactly."""
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +76,11 @@ class FrameCorpus:
 class PretrainConfig:
     """How to pre-train: objective, steps, batch (windows per step), AdamW learning rate with
     linear warm-up and cosine decay to 10 %, APC `shift`, MAE masking (`mask_fraction` of the
-    frames in spans of `mask_span`), seed, held-out windows for the final loss."""
+    frames in spans of `mask_span`), seed, held-out windows for the final loss.
+
+    With `patience`, training runs to convergence instead: the rate stays constant after
+    warm-up, the held-out loss is checked every `eval_every` steps, and training stops after
+    `patience` checks without a relative improvement of `min_improvement`; `steps` is then a cap."""
 
     objective: str = "apc"
     steps: int = 200
@@ -84,14 +93,23 @@ class PretrainConfig:
     mask_span: int = 5
     seed: int = 0
     eval_windows: int = 64
+    patience: int | None = None
+    eval_every: int = 100
+    min_improvement: float = 1e-3
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        for name in ("steps", "batch_size", "shift", "mask_span", "eval_windows"):
+        for name in ("steps", "batch_size", "shift", "mask_span", "eval_windows", "eval_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"PretrainConfig.{name} must be a positive int, got {value!r}")
+        if self.patience is not None and (
+            not isinstance(self.patience, int) or isinstance(self.patience, bool) or self.patience <= 0
+        ):
+            raise ValueError(f"PretrainConfig.patience must be None or a positive int, got {self.patience!r}")
+        if not 0 <= self.min_improvement < 1:
+            raise ValueError(f"min_improvement must be in [0, 1), got {self.min_improvement!r}")
         if not 0 < self.mask_fraction < 1:
             raise ValueError(f"mask_fraction must be in (0, 1), got {self.mask_fraction!r}")
         if not self.lr > 0 or self.weight_decay < 0 or self.warmup < 0:
@@ -101,7 +119,10 @@ class PretrainConfig:
 @dataclass
 class PretrainResult:
     """The trained model, per-step training losses, the held-out loss, and the scaling
-    variables: N (encoder parameters), D (audio seconds and frames), tokens and C ≈ 6·N·tokens."""
+    variables: N (encoder parameters), D (audio seconds and frames), tokens and C ≈ 6·N·tokens
+    (of the steps up to the returned model). Trained to convergence, also the validation curve
+    [(step, loss)], the best step, how training stopped ("patience" or "cap") and the epochs
+    of the training audio seen (up to the stop)."""
 
     model: AudioModel
     head: nn.Module
@@ -113,6 +134,10 @@ class PretrainResult:
     tokens: int
     seconds: float
     resumed_from: int = 0
+    best_step: int = 0
+    stopped_by: str = "steps"
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    epochs: float = 0.0
 
     @property
     def compute(self) -> float:
@@ -170,21 +195,28 @@ def pretrain(
     settings: PretrainConfig = PretrainConfig(),
     *,
     held_out: FrameCorpus | None = None,
+    validation: FrameCorpus | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 50,
     progress: bool = False,
 ) -> PretrainResult:
     """Pre-train a fresh `AudioModel(config)` on `train` and measure the loss on `held_out`.
 
-    With `checkpoint`, the full training state (model, head, optimiser, schedule, data RNG,
-    losses) is written there atomically every `checkpoint_every` steps and at the end; a run
-    started again with the same path resumes from it and ends bit-identical to an
-    uninterrupted one."""
+    With `settings.patience`, `validation` (audio apart from `held_out`) is required: it
+    decides when to stop, and the best model's loss on `held_out` is the result. With `checkpoint`, the full
+    training state (model, head, optimiser, schedule, data RNG, losses, the best model so far)
+    is written there atomically every `checkpoint_every` steps and at the end; a run started
+    again with the same path resumes from it and ends bit-identical to an uninterrupted one."""
     if settings.objective == "apc" and not config.causal:
         raise ValueError("APC predicts future frames: it needs EncoderConfig(causal=True)")
     length = window_length(config, settings)
     if length > len(train) or (held_out is not None and length > len(held_out)):
         raise ValueError(f"windows of {length} frames do not fit in the data ({len(train)} frames)")
+    until_converged = settings.patience is not None
+    if until_converged and validation is None:
+        raise ValueError("training to convergence (patience) needs validation audio to watch")
+    if validation is not None and length > len(validation):
+        raise ValueError(f"windows of {length} frames do not fit in the validation audio ({len(validation)} frames)")
     torch.manual_seed(settings.seed)
     model = AudioModel(config)
     model.set_normalisation(train.frames)
@@ -195,12 +227,15 @@ def pretrain(
     def rate(step: int) -> float:
         if step < settings.warmup:
             return (step + 1) / settings.warmup
+        if until_converged:
+            return 1.0
         progress_ = (step - settings.warmup) / max(1, settings.steps - settings.warmup)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, rate)
     generator = torch.Generator().manual_seed(settings.seed)
     losses: list[float] = []
+    watch = _Watch()
     path = Path(checkpoint) if checkpoint is not None else None
     identity = {"config": config.to_dict(), "settings": asdict(settings), "data_frames": len(train)}
     if path is not None and path.exists():
@@ -213,6 +248,7 @@ def pretrain(
         schedule.load_state_dict(state["schedule"])
         generator.set_state(state["generator"])
         losses = list(state["losses"])
+        watch = state.get("watch", watch)
     resumed_from = len(losses)
 
     def save() -> None:
@@ -224,6 +260,7 @@ def pretrain(
             "schedule": schedule.state_dict(),
             "generator": generator.get_state(),
             "losses": losses,
+            "watch": watch,
         }
         temporary = path.with_name(path.name + ".tmp")
         with open(temporary, "wb") as handle:
@@ -239,6 +276,8 @@ def pretrain(
     for step in tqdm(
         range(resumed_from, settings.steps), desc="pre-training", unit="step", disable=not progress, leave=False
     ):
+        if watch.stopped:
+            break
         x = model.normalise(train.windows(settings.batch_size, length, generator))
         loss = objective_loss(model, head, x, settings, generator)
         optimiser.zero_grad(set_to_none=True)
@@ -249,9 +288,18 @@ def pretrain(
         losses.append(loss.item())
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"pre-training diverged at step {step} (loss {losses[-1]})")
-        if path is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == settings.steps):
+        done = step + 1
+        if until_converged and (done % settings.eval_every == 0 or done == settings.steps):
+            model.eval()
+            watch.check(done, held_out_loss(model, head, validation, settings), model, head, settings)
+            model.train()
+        if path is not None and (done % checkpoint_every == 0 or done == settings.steps or watch.stopped):
             save()
     model.eval()
+    if until_converged and watch.best is not None:
+        model.load_state_dict(watch.best["model"])
+        head.load_state_dict(watch.best["head"])
+    used = watch.best_step if until_converged else len(losses)
     held = held_out_loss(model, head, held_out, settings) if held_out is not None else None
     return PretrainResult(
         model=model,
@@ -261,7 +309,33 @@ def pretrain(
         n_params=model.n_params,
         data_seconds=train.seconds,
         data_frames=len(train),
-        tokens=settings.steps * settings.batch_size * config.frames,
+        tokens=used * settings.batch_size * config.frames,
         seconds=time.perf_counter() - started,
         resumed_from=resumed_from,
+        best_step=used,
+        stopped_by=("patience" if watch.stopped else "cap") if until_converged else "steps",
+        curve=list(watch.curve),
+        epochs=len(losses) * settings.batch_size * length / len(train),
     )
+
+
+@dataclass
+class _Watch:
+    """Early stopping: the validation curve, the best loss, its step and model, and how many
+    checks since it improved."""
+
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    best: dict | None = None
+    best_loss: float = math.inf
+    best_step: int = 0
+    since_best: int = 0
+    stopped: bool = False
+
+    def check(self, step: int, loss: float, model: AudioModel, head: nn.Module, settings: PretrainConfig) -> None:
+        self.curve.append((step, loss))
+        if loss < self.best_loss * (1 - settings.min_improvement):
+            self.best_loss, self.best_step, self.since_best = loss, step, 0
+            self.best = {"model": copy.deepcopy(model.state_dict()), "head": copy.deepcopy(head.state_dict())}
+        else:
+            self.since_best += 1
+            self.stopped = self.since_best >= (settings.patience or 0)

@@ -1,5 +1,6 @@
 """Scaling-law fitting: power laws with irreducible loss, joint (N, D) laws, robust fits with
-bootstrap confidence intervals, the compute-optimal split, and quality as a law of RankMe."""
+bootstrap confidence intervals, the compute-optimal split, quality as a law of RankMe, and the
+test of whether a variable explains quality beyond RankMe."""
 
 from rankme_fast._extras import require
 
@@ -8,5 +9,6 @@ require("rankme_fast.scaling", "fit", "scipy")
 from rankme_fast.scaling.analysis import RankMeLaw, compute_optimal, rankme_law
 from rankme_fast.scaling.fitting import Fit, fit
 from rankme_fast.scaling.forms import FORMS, Form
+from rankme_fast.scaling.nested import Added, unification_test
 
-__all__ = ["FORMS", "Fit", "Form", "RankMeLaw", "compute_optimal", "fit", "rankme_law"]
+__all__ = ["FORMS", "Added", "Fit", "Form", "RankMeLaw", "compute_optimal", "fit", "rankme_law", "unification_test"]

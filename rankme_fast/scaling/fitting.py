@@ -1,6 +1,8 @@
 """Fitting a scaling-law form: Huber loss on log residuals, L-BFGS-B from a grid of starts
 (the Chinchilla recipe: Hoffmann et al. 2022, App. D.2), standard errors, bootstrap
-confidence intervals, R² in log space and held-out extrapolation error."""
+confidence intervals (in log space for positive parameters, so they stay positive), R² and
+AIC in log space, held-out extrapolation error (the largest x; for joint forms the largest N
+and, separately, the largest D), and which parameters ended at a bound of their range."""
 
 from __future__ import annotations
 
@@ -17,12 +19,17 @@ from rankme_fast.scaling.forms import Form, get
 
 _LOG_BOUND = 80.0  # log-space parameters stay within e^±80
 _FLOOR = 1e-300
+EXPONENTS = frozenset({"b", "b1", "b2", "alpha", "beta", "alpha_N", "alpha_D"})
+_ZERO_EXPONENT = 1e-6  # an exponent fitted below this is at its bound: no power law
 
 
 @dataclass
 class Fit:
-    """A fitted form: parameters with standard errors and bootstrap CIs, fit quality, and the
-    error of predicting the largest x from a fit to the rest."""
+    """A fitted form: parameters with standard errors and bootstrap CIs, fit quality (R² and
+    AIC of the log residuals), the error of predicting the largest x (and, for joint forms, the
+    largest D) from a fit to the rest, and `pinned`: parameters that ended at a bound of their
+    range (an exponent at 0, or any positive parameter at e^±80), whose value and CI are
+    artefacts of the bound, not estimates."""
 
     form: Form
     params: dict[str, float]
@@ -38,6 +45,9 @@ class Fit:
     message: str
     extrapolation: dict[str, Any] = field(default_factory=dict)
     bootstrap: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    pinned: list[str] = field(default_factory=list)
+    aic: float = math.nan
+    extrapolation_d: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, x: Any) -> np.ndarray:
         """The fitted form at x ((n,) or (n, 2) for joint forms)."""
@@ -59,11 +69,13 @@ class Fit:
             low, high = self.ci[name]
             lines.append(f"{name:<10} {self.params[name]:>12.5g} {self.stderr[name]:>12.3g} "
                          f"{f'[{low:.5g}, {high:.5g}]':>36}")  # fmt: skip
-        lines.append(f"R² (log space): {self.r2_log:.4f}")
-        if self.extrapolation:
-            e = self.extrapolation
-            lines.append(f"held-out extrapolation (fit on x < {e['held_out_x']:.4g}, {e['held_out_points']} points "
-                         f"predicted): mean relative error {100 * e['relative_error']:.2f} %")  # fmt: skip
+        lines.append(f"R² (log space): {self.r2_log:.4f}   AIC (log residuals): {self.aic:.2f}")
+        for what, e in (("x" if self.form.inputs == 1 else "N", self.extrapolation), ("D", self.extrapolation_d)):
+            if e:
+                lines.append(f"held-out extrapolation (fit on {what} < {e['held_out_x']:.4g}, {e['held_out_points']} "
+                             f"points predicted): mean relative error {100 * e['relative_error']:.2f} %")  # fmt: skip
+        if self.pinned:
+            lines.append(f"at a bound (not estimates): {', '.join(self.pinned)}")
         if not self.converged:
             lines.append(f"WARNING: the fit did not converge: {self.message}")
         return "\n".join(lines)
@@ -75,7 +87,8 @@ class Fit:
             "params": self.params, "stderr": self.stderr, "ci": {k: list(v) for k, v in self.ci.items()},
             "level": self.level, "r2_log": self.r2_log, "loss": self.loss, "delta": self.delta,
             "points": len(self.y), "bootstrap_resamples": len(self.bootstrap), "converged": self.converged,
-            "message": self.message, "extrapolation": self.extrapolation,
+            "message": self.message, "extrapolation": self.extrapolation, "extrapolation_d": self.extrapolation_d,
+            "pinned": self.pinned, "aic": self.aic,
         }  # fmt: skip
 
     def to_json(self) -> str:
@@ -113,6 +126,7 @@ def fit(
     residuals = np.log(np.maximum(form(vector, x), _FLOOR)) - np.log(y)
     total = np.sum((np.log(y) - np.log(y).mean()) ** 2)
     r2 = 1.0 - float(np.sum(residuals**2) / total)
+    aic = _aic(residuals, len(form.parameters))
     stderr = _standard_errors(form, x, y, best, residuals)
 
     rng = np.random.default_rng(seed)
@@ -126,9 +140,11 @@ def fit(
     draws = np.array(samples).reshape(-1, len(form.parameters))
     ci = _intervals(form, vector, draws, level)
     result = Fit(form, dict(zip(form.parameters, map(float, vector), strict=True)), stderr, ci, level, r2, loss,
-                 delta, x, y, converged, message, bootstrap=draws)  # fmt: skip
+                 delta, x, y, converged, message, bootstrap=draws, pinned=_pinned(form, best), aic=aic)  # fmt: skip
     if extrapolate:
-        result.extrapolation = _held_out(form, x, y, loss, delta)
+        result.extrapolation = _held_out(form, x, y, loss, delta, column=0)
+        if form.inputs == 2:
+            result.extrapolation_d = _held_out(form, x, y, loss, delta, column=1)
     if not converged:
         warnings.warn(f"{form.name} fit did not converge: {message}", RuntimeWarning, stacklevel=2)
     return result
@@ -136,20 +152,37 @@ def fit(
 
 def _intervals(form: Form, vector: np.ndarray, draws: np.ndarray, level: float) -> dict[str, tuple[float, float]]:
     """Bootstrap CIs: the union of the percentile interval and the normal one (estimate ± z·sd
-    of the draws). With a Huber loss at small δ the estimator behaves like a median, whose
-    bootstrap distribution is lumpy for a few dozen points; either interval alone covered the
-    truth in 88 % of 30 scratch trials at 95 % nominal (16 points, 2 % noise), their union in 93 %;
-    tests/test_scaling.py asserts >= 90 % for every form."""
+    of the draws), both taken in fit space (log space for positive parameters, so their CIs
+    stay positive), then mapped back. With a Huber loss at small δ the estimator behaves like
+    a median, whose bootstrap distribution is lumpy for a few dozen points; either interval
+    alone covered the truth in 88 % of 30 scratch trials at 95 % nominal (16 points, 2 %
+    noise), their union in 93 %; tests/test_scaling.py asserts >= 90 % for every form."""
     if len(draws) < 2:
         return {name: (math.nan, math.nan) for name in form.parameters}
     tail = 100 * (1 - level) / 2
     z = float(stats.norm.ppf(1 - tail / 100))
-    low, high = np.percentile(draws, [tail, 100 - tail], axis=0)
-    spread = z * draws.std(axis=0, ddof=1)
-    return {
-        name: (float(min(low[i], vector[i] - spread[i])), float(max(high[i], vector[i] + spread[i])))
-        for i, name in enumerate(form.parameters)
-    }
+    space, centre = _fit_space(form, draws), _fit_space(form, vector)
+    low, high = np.percentile(space, [tail, 100 - tail], axis=0)
+    spread = z * space.std(axis=0, ddof=1)
+    low, high = np.minimum(low, centre - spread), np.maximum(high, centre + spread)
+    low, high = _natural(form, low), _natural(form, high)
+    return {name: (float(low[i]), float(high[i])) for i, name in enumerate(form.parameters)}
+
+
+def _pinned(form: Form, theta: np.ndarray) -> list[str]:
+    """Parameters at a bound of their range: a positive one at e^±80, an exponent at 0."""
+    natural = _natural(form, theta)
+    return [
+        name
+        for name, t, value, positive in zip(form.parameters, theta, natural, form.positive, strict=True)
+        if positive and (abs(t) >= _LOG_BOUND - 1e-6 or (name in EXPONENTS and value < _ZERO_EXPONENT))
+    ]
+
+
+def _aic(residuals: np.ndarray, parameters: int) -> float:
+    """Akaike's information criterion of Gaussian log residuals: n·log(RSS/n) + 2k."""
+    n = len(residuals)
+    return float(n * math.log(max(float(np.sum(residuals**2)) / n, _FLOOR)) + 2 * parameters)
 
 
 def _inputs(form: Form, x: Any) -> np.ndarray:
@@ -265,9 +298,10 @@ def _standard_errors(form: Form, x: np.ndarray, y: np.ndarray, theta: np.ndarray
     return dict(zip(form.parameters, map(float, errors), strict=True))
 
 
-def _held_out(form: Form, x: np.ndarray, y: np.ndarray, loss: str, delta: float) -> dict[str, Any]:
-    """Refit without the points at the largest x (largest N for joint forms) and predict them."""
-    key = x if form.inputs == 1 else x[:, 0]
+def _held_out(form: Form, x: np.ndarray, y: np.ndarray, loss: str, delta: float, column: int = 0) -> dict[str, Any]:
+    """Refit without the points at the largest x (for joint forms: the largest N, column 0, or
+    the largest D, column 1) and predict them."""
+    key = x if form.inputs == 1 else x[:, column]
     largest = key.max()
     held = key == largest
     train_x, train_y = x[~held], y[~held]

@@ -1,6 +1,8 @@
 """The study's fits: Droppo & Elibol's L(N, D) with L_∞ on the grid's held-out pre-training
-losses, downstream accuracy as a power law of RankMe (per task and pooled as the mean over
-tasks, within each family), and how RankMe moves with each swept variable."""
+losses, against Kaplan's form without L_∞; loss, RankMe and quality against compute with the
+compute-optimal frontier; downstream accuracy as a power law of RankMe (per task and pooled as
+the mean over tasks, within each family); how RankMe moves with each swept variable; and
+whether any variable explains quality beyond RankMe (the unification test)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import numpy as np
 from scipy import stats
 
 from rankme_fast.scaling import fit, rankme_law
+from rankme_fast.scaling.nested import unification_test
 from rankme_fast.study.presets import SWEEPS, StudyPreset
 
 RANKMES = ("clip_rankme", "frame_rankme")
@@ -57,13 +60,96 @@ def _tried(what: str, function, *args, **kwargs) -> dict[str, Any]:
         return {"error": f"{what}: {error}"}
 
 
-def loss_law(records: list[dict], preset: StudyPreset, bootstrap: int = 200) -> dict[str, Any]:
-    """Droppo's L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D + L_∞ on held-out losses (D in seconds)."""
+def loss_law(records: list[dict], preset: StudyPreset, bootstrap: int = 200, form: str = "droppo") -> dict[str, Any]:
+    """Droppo's L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D + L_∞ (or another joint `form`) on
+    the grid's held-out losses (D in seconds), with held-out predictions of the largest-N row
+    and of the largest-D column."""
     rows = grid_rows(records, preset)
     x = np.array([[r["n_params"], r["data_seconds"]] for r in rows], dtype=np.float64).reshape(-1, 2)
     y = np.array([r["held_out_loss"] for r in rows], dtype=np.float64)
-    result = _tried("droppo fit", fit, "droppo", x, y, bootstrap=bootstrap)
+    result = _tried(f"{form} fit", fit, form, x, y, bootstrap=bootstrap)
     return {**result, "runs": [r["id"] for r in rows]}
+
+
+def law_comparison(laws: dict[str, dict]) -> dict[str, Any]:
+    """Each law's AIC, R² and held-out errors side by side, and the one AIC prefers (Droppo's
+    point: whether the irreducible term L_∞ earns its parameter)."""
+    table = {
+        name: {
+            "parameters": len(law["params"]),
+            "aic": law["aic"],
+            "r2_log": law["r2_log"],
+            "held_out_largest_N": (law.get("extrapolation") or {}).get("relative_error"),
+            "held_out_largest_D": (law.get("extrapolation_d") or {}).get("relative_error"),
+        }
+        for name, law in laws.items()
+        if "params" in law
+    }
+    preferred = min(table, key=lambda name: table[name]["aic"]) if table else None
+    return {"table": table, "preferred_by_aic": preferred}
+
+
+def compute_frontier(records: list[dict], preset: StudyPreset) -> dict[str, Any]:
+    """Loss against compute C ≈ 6·N·tokens along each grid run's validation curve (runs of a
+    fixed number of steps: their end point); the
+    frontier is the lowest loss reached at or below each compute (Kaplan et al. 2020, Fig. 2),
+    with the width that reaches it; plus Spearman ρ of each run's final compute with its loss,
+    clip RankMe and mean accuracy."""
+    rows = grid_rows(records, preset)
+    points = []
+    for r in rows:
+        per_step = 6.0 * r["n_params"] * r["training"]["batch_size"] * r["frames"]
+        curve = r.get("validation_curve") or [(r["steps"], r["held_out_loss"])]  # fixed steps: the end only
+        points += [(per_step * step, loss, r["width"], r["data_seconds"]) for step, loss in curve]
+    points.sort()
+    frontier, best = [], np.inf
+    for compute, loss, width, seconds in points:
+        if loss < best:
+            best = loss
+            frontier.append({"compute": compute, "loss": loss, "width": width, "data_seconds": seconds})
+    out: dict[str, Any] = {"frontier": frontier}
+    if len(frontier) > 3:
+        c = np.array([p["compute"] for p in frontier])
+        out["frontier_law"] = _tried("frontier fit", fit, "saturating", c, np.array([p["loss"] for p in frontier]),
+                                     bootstrap=0)  # fmt: skip
+    if len(rows) >= 3:
+        compute = [r["compute"] for r in rows]
+        for column in ("held_out_loss", "clip_rankme", "mean_accuracy"):
+            rho = stats.spearmanr(compute, [r[column] for r in rows])
+            out[f"spearman_{column}"] = {"rho": float(rho.statistic), "p": float(rho.pvalue)}
+    return out
+
+
+UNIFICATION_VARIABLES = {
+    "N (parameters)": lambda r: float(np.log(r["n_params"])),
+    "D (seconds)": lambda r: float(np.log(r["data_seconds"])),
+    "C (compute)": lambda r: float(np.log(r["compute"])),
+    "embedding dimension": lambda r: float(np.log(r["emb_dim"])),
+    "depth": lambda r: float(r["depth"]),
+    "input length": lambda r: float(np.log(r["frames"])),
+    "architecture": lambda r: r["arch"],
+    "objective": lambda r: r["objective"],
+}
+
+
+def unification(records: list[dict], tasks: list[str]) -> dict[str, Any]:
+    """Pool the trained runs; per task and for the mean accuracy, test whether each variable
+    (numbers on a log scale, except depth) explains log accuracy beyond log clip RankMe."""
+    rows = [r for r in records if r["family"] == "trained"]
+    out: dict[str, Any] = {"runs": len(rows), "variables": list(UNIFICATION_VARIABLES), "tasks": {}}
+    if len(rows) < 4:
+        return {**out, "error": f"{len(rows)} trained runs: too few for the nested tests"}
+    rankme = [r["clip_rankme"] for r in rows]
+    variables = {name: [get(r) for r in rows] for name, get in UNIFICATION_VARIABLES.items()}
+    for task in [*tasks, "mean"]:
+        quality = [r["mean_accuracy" if task == "mean" else f"accuracy_{task}"] for r in rows]
+        try:
+            tests = unification_test(quality, rankme, variables)
+        except ValueError as error:
+            out["tasks"][task] = {"error": str(error)}
+            continue
+        out["tasks"][task] = {name: t if isinstance(t, str) else t.to_dict() for name, t in tests.items()}
+    return out
 
 
 def quality_laws(records: list[dict], tasks: list[str], bootstrap: int = 200) -> dict[str, Any]:
@@ -116,9 +202,15 @@ def sweep_correlations(records: list[dict], preset: StudyPreset) -> dict[str, An
 
 def analyse(records: list[dict], preset: StudyPreset, tasks: list[str], bootstrap: int = 200) -> dict[str, Any]:
     """Everything `fits.json` holds."""
+    droppo = loss_law(records, preset, bootstrap)
+    kaplan = loss_law(records, preset, bootstrap, form="kaplan")
     return {
         "preset": preset.name,
-        "loss_law": loss_law(records, preset, bootstrap),
+        "loss_law": droppo,
+        "loss_law_kaplan": kaplan,
+        "loss_law_comparison": law_comparison({"droppo": droppo, "kaplan": kaplan}),
+        "compute": compute_frontier(records, preset),
         "quality_laws": quality_laws(records, tasks, bootstrap),
         "sweeps": sweep_correlations(records, preset),
+        "unification": unification(records, tasks),
     }

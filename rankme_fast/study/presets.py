@@ -25,9 +25,10 @@ class RunSpec:
     @property
     def id(self) -> str:
         e, t = self.encoder, self.training
+        steps = f"steps{t.steps}" if t.patience is None else f"converged-p{t.patience}x{t.eval_every}-cap{t.steps}"
         return (
             f"{e.arch}-w{e.width}-l{e.depth}-e{e.emb_dim}-f{e.frames}-{t.objective}"
-            f"-D{self.data_seconds:g}s-steps{t.steps}-seed{t.seed}"
+            f"-D{self.data_seconds:g}s-{steps}-seed{t.seed}"
         )
 
     def variables(self) -> dict[str, object]:
@@ -129,6 +130,27 @@ PRESETS = {
         training=PretrainConfig(steps=400, batch_size=16, warmup=40),
         widths=(16, 32, 64, 128),
         data_seconds=(25, 100, 400, 1600),
+        sweeps={
+            "emb_dim": (16, 32, 128, 256),
+            "depth": (1, 3, 4),
+            "frames": (25, 50, 200),
+            "arch": ("conv", "lstm"),
+            "objective": ("mae",),
+        },
+        ladder=tuple(name for name in LADDER if name not in ("crepe-large", "crepe-full")),
+    ),
+    # bench/results/study-paper: every run trained to convergence (early stopping on validation
+    # audio), N over 2 decades (widths 8…128: 3.9 k–430 k parameters) and D over 2.4 (16…4096 s),
+    # a 5 × 5 grid plus the sweeps at width 64 on 4096 s; about 2 hours here, resumable.
+    "paper": StudyPreset(
+        name="paper",
+        eval_preset="small",
+        pool_preset="small",
+        pool_seeds=(1,),
+        base=EncoderConfig(width=64, depth=2, emb_dim=64, frames=100),
+        training=PretrainConfig(steps=20000, batch_size=16, warmup=40, eval_windows=256, patience=5, eval_every=100),
+        widths=(8, 16, 32, 64, 128),
+        data_seconds=(16, 64, 256, 1024, 4096),
         sweeps={
             "emb_dim": (16, 32, 128, 256),
             "depth": (1, 3, 4),

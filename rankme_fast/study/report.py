@@ -34,6 +34,12 @@ COLUMNS = [
     "frame_rankme",
     "frame_rankme_centered",
     "clip_rankme_capped",
+    "steps_run",
+    "best_step",
+    "stopped_by",
+    "epochs",
+    "pretrain_seconds",
+    "eval_seconds",
 ]
 
 
@@ -78,6 +84,63 @@ def plot_loss(records: list[dict], fits: dict, preset: StudyPreset, path: Path) 
     ax.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+
+
+def plot_curves(records: list[dict], preset: StudyPreset, path: Path) -> None:
+    """Each grid run's validation loss against training steps, one panel per width, the best
+    checkpoint marked (●) and the step cap drawn: a run stopped by the cap would end on it."""
+    from rankme_fast.study.analysis import grid_rows
+
+    rows = grid_rows(records, preset)
+    widths = sorted({r["width"] for r in rows})
+    figure, axes = _figure(3.0 * len(widths), 2.9, len(widths))
+    for ax, width in zip(axes, widths, strict=True):
+        for i, seconds in enumerate(sorted(preset.data_seconds)):
+            for r in (r for r in rows if r["width"] == width and r["data_seconds"] == seconds):
+                curve = r.get("validation_curve") or []
+                if curve:
+                    steps, losses = zip(*curve, strict=True)
+                    ax.plot(steps, losses, color=f"C{i}", lw=1, label=f"D = {seconds:g} s")
+                    best = dict(curve).get(r.get("best_step"))
+                    if best is not None:
+                        ax.plot([r["best_step"]], [best], "o", color=f"C{i}", ms=4)
+        ax.axvline(preset.training.steps, color="k", ls=":", lw=1)
+        ax.set(xscale="log", xlabel="step", title=f"width {width}")
+        ax.title.set_fontsize(9)
+    if len(axes):
+        axes[0].set_ylabel("validation loss")
+        axes[0].legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def plot_compute(records: list[dict], fits: dict, preset: StudyPreset, path: Path) -> None:
+    """Validation loss along every grid run against compute with the frontier; each run's final
+    clip RankMe and mean accuracy against its compute."""
+    from rankme_fast.study.analysis import grid_rows
+
+    rows = grid_rows(records, preset)
+    widths = sorted({r["width"] for r in rows})
+    figure, axes = _figure(12, 3.6, 3)
+    for r in rows:
+        colour = f"C{widths.index(r['width']) % 10}"
+        per_step = 6.0 * r["n_params"] * r["training"]["batch_size"] * r["frames"]
+        curve = r.get("validation_curve") or [(r["steps"], r["held_out_loss"])]
+        axes[0].plot([per_step * s for s, _ in curve], [loss for _, loss in curve], color=colour, lw=0.7, alpha=0.6)
+        axes[1].plot([r["compute"]], [r["clip_rankme"]], "o", color=colour, ms=4)
+        axes[2].plot([r["compute"]], [r["mean_accuracy"]], "o", color=colour, ms=4)
+    frontier = fits.get("compute", {}).get("frontier", [])
+    if frontier:
+        axes[0].plot([p["compute"] for p in frontier], [p["loss"] for p in frontier], "k-", lw=2, label="frontier")
+    for width in widths:
+        axes[1].plot([], [], "o", color=f"C{widths.index(width) % 10}", label=f"width {width}")
+    axes[0].set(xscale="log", yscale="log", xlabel="compute C ≈ 6·N·tokens", ylabel="validation loss")
+    axes[1].set(xscale="log", yscale="log", xlabel="compute at the best step", ylabel="RankMe (clip)")
+    axes[2].set(xscale="log", xlabel="compute at the best step", ylabel="mean linear-probe accuracy")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 def _groups(records: list[dict], preset: StudyPreset) -> dict[str, list[dict]]:
@@ -150,35 +213,85 @@ def plot_sweeps(fits: dict, path: Path) -> None:
 
 
 def _ci(law: dict, name: str) -> str:
+    """A parameter with its CI, or what it is when the fit put it at a bound."""
+    if name in law.get("pinned", []):
+        return f"at its bound ({law['params'][name]:.2g}): not estimated"
     low, high = law["ci"][name]
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{law['params'][name]:.3g} (no CI)"
     return f"{law['params'][name]:.3g} [{low:.3g}, {high:.3g}]"
 
 
-def findings(fits: dict, tasks: list[str]) -> list[str]:
-    """Plain statements from the numbers: the loss law, where RankMe ranked quality and where not."""
+def _quality_b(law: dict) -> str:
+    if "b" in law.get("pinned", []):
+        return "no positive power law (b at its bound)"
+    return _ci(law, "b")
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f} %"
+
+
+def findings(fits: dict, tasks: list[str], records: list[dict] | None = None) -> list[str]:
+    """Plain statements from the numbers: the loss law and its rival, how training stopped,
+    compute, where RankMe ranked quality and where not, and what RankMe did not unify."""
     lines = []
     law = fits["loss_law"]
     if "params" in law:
-        extrapolation = law.get("extrapolation") or {}
+        e_n, e_d = law.get("extrapolation") or {}, law.get("extrapolation_d") or {}
+        pinned = law.get("pinned", [])
         lines.append(
-            f"Pre-training loss follows L(N, D) with α_N = {_ci(law, 'alpha_N')}, α_D = {_ci(law, 'alpha_D')}"
-            f", L_∞ = {_ci(law, 'L_inf')} (R² in log space {law['r2_log']:.3f}"
-            + (
-                f"; predicting the largest N from the others: {100 * extrapolation['relative_error']:.1f} % mean error)"
-                if "relative_error" in extrapolation
-                else ")"
-            )
-            + "."
+            f"Pre-training loss follows L(N, D) with α_N = {_ci(law, 'alpha_N')}, α_D = {_ci(law, 'alpha_D')}, "
+            f"L_∞ = {_ci(law, 'L_inf')} (R² in log space {law['r2_log']:.3f}; predicting the largest-N row from "
+            f"the others: {_percent(e_n.get('relative_error'))} mean error, the largest-D column: "
+            f"{_percent(e_d.get('relative_error'))})."
+            + (f" **Not identified**: {', '.join(pinned)} at a bound." if pinned else "")
         )
+        for name in ("alpha_N", "alpha_D"):
+            if name not in pinned and not law["ci"][name][0] > 0.01:
+                lines.append(f"The CI of {name} reaches {law['ci'][name][0]:.2g}: the exponent is not shown to be > 0.")
     else:
         lines.append(f"The L(N, D) fit failed: {law.get('error')}.")
+    comparison = fits.get("loss_law_comparison", {}).get("table", {})
+    if {"droppo", "kaplan"} <= set(comparison):
+        d, k = comparison["droppo"], comparison["kaplan"]
+        lines.append(
+            f"Against Kaplan's form without L_∞: AIC {d['aic']:.1f} (Droppo) vs {k['aic']:.1f} (Kaplan), "
+            f"largest-N error {_percent(d['held_out_largest_N'])} vs {_percent(k['held_out_largest_N'])}, "
+            f"largest-D error {_percent(d['held_out_largest_D'])} vs {_percent(k['held_out_largest_D'])}: "
+            + ("the irreducible term earns its parameter." if d["aic"] < k["aic"] - 2
+               else "the irreducible term is **not** supported by AIC.")
+        )  # fmt: skip
+    trained = [r for r in records or [] if r["family"] == "trained" and r.get("stopped_by") in ("patience", "cap")]
+    if trained:
+        capped = [r["id"] for r in trained if r["stopped_by"] == "cap"]
+        epochs = [r["epochs"] for r in trained]
+        cap = f"; **{len(capped)} reached the step cap** ({', '.join(capped)})" if capped else ", none by the step cap"
+        lines.append(
+            f"Training: {len(trained)} runs trained to convergence, {len(trained) - len(capped)} stopped by patience"
+            + cap
+            + f"; {min(epochs):.1f}–{max(epochs):.0f} epochs of their audio seen."
+        )
+    compute = fits.get("compute", {})
+    frontier_law = compute.get("frontier_law", {})
+    if "params" in frontier_law:
+        lines.append(
+            f"Compute-optimal frontier: validation loss = a·C^(−b) + c with b = {_ci(frontier_law, 'b')}, "
+            f"c = {frontier_law['params']['c']:.3g}; the frontier passes through widths "
+            f"{sorted({p['width'] for p in compute['frontier']})}."
+        )
+    for column, label in (("clip_rankme", "RankMe"), ("mean_accuracy", "mean accuracy")):
+        rho = compute.get(f"spearman_{column}")
+        if rho:
+            lines.append(f"Over the grid, {label} against compute: Spearman ρ = {rho['rho']:.2f} (p = {rho['p']:.2g}).")
     for family in ("trained", "pretrained"):
         held, failed = [], []
         for task in [*tasks, "mean"]:
             law = fits["quality_laws"].get(f"{family}/clip_rankme/{task}")
             if not law or "spearman" not in law:
                 continue
-            text = f"{task} (ρ = {law['spearman']:.2f}, b = {law['params']['b']:.2f})"
+            b = "b at its bound" if "b" in law.get("pinned", []) else f"b = {law['params']['b']:.2f}"
+            text = f"{task} (ρ = {law['spearman']:.2f}, {b})"
             (held if law["spearman"] > 0 and law["spearman_p"] < 0.05 else failed).append(text)
         if held or failed:
             lines.append(
@@ -186,27 +299,78 @@ def findings(fits: dict, tasks: list[str]) -> list[str]:
                 f"positive) for {', '.join(held) or 'no task'}; it did **not** for "
                 f"{', '.join(failed) or 'any other task'}."
             )
+    lines += _unification_findings(fits.get("unification", {}))
     return lines
+
+
+def _unification_findings(result: dict) -> list[str]:
+    tasks = result.get("tasks", {})
+    if not tasks:
+        return [f"Unification test: {result['error']}."] if "error" in result else []
+    unified, not_unified, untested = [], [], []
+    for variable in result["variables"]:
+        entries = {t: e.get(variable) for t, e in tasks.items() if isinstance(e, dict) and "error" not in e}
+        tested = {t: e for t, e in entries.items() if isinstance(e, dict)}
+        if not tested:
+            untested.append(variable)
+            continue
+        flagged = [t for t, e in tested.items() if e["p_holm"] < 0.05]
+        (not_unified if flagged else unified).append(f"{variable} ({', '.join(flagged)})" if flagged else variable)
+    untestable = f"; not testable here (constant or collinear): {', '.join(untested)}" if untested else ""
+    return [f"Unification test ({result['runs']} trained runs, nested F-tests on log accuracy beyond log RankMe, "
+            f"Holm-corrected per task): RankMe unifies " + (", ".join(unified) or "no variable")
+            + "; it does **not** unify " + (", ".join(not_unified) or "any variable")
+            + " (tasks where the variable adds explanation at p < 0.05)" + untestable + "."]  # fmt: skip
+
+
+def _unification_table(result: dict) -> list[str]:
+    tasks = [t for t, e in result.get("tasks", {}).items() if "error" not in e]
+    if not tasks:
+        return []
+    md = ["| variable | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for variable in result["variables"]:
+        cells = []
+        for task in tasks:
+            entry = result["tasks"][task].get(variable)
+            if not isinstance(entry, dict):
+                cells.append("not testable")
+                continue
+            low, high = entry["partial_r_ci"]
+            r = (f"r = {entry['partial_r']:.2f} [{low:.2f}, {high:.2f}]" if entry["partial_r"] == entry["partial_r"]
+                 else f"partial R² = {entry['partial_r2']:.2f}")  # fmt: skip
+            mark = " **✗**" if entry["p_holm"] < 0.05 else ""
+            cells.append(f"p = {entry['p_holm']:.2g}{mark}; {r}")
+        md.append(f"| {variable} | " + " | ".join(cells) + " |")
+    return md
+
+
+def _training(preset: StudyPreset) -> str:
+    t = preset.training
+    if t.patience is None:
+        return f"{t.steps} steps of {t.batch_size} windows, {t.objective.upper()}, cosine schedule"
+    return (
+        f"{t.objective.upper()} to convergence: batches of {t.batch_size} windows, a constant rate after "
+        f"{t.warmup} warm-up steps, the loss on validation audio (half of the labelled benchmark's clips) "
+        f"checked every {t.eval_every} steps on {t.eval_windows} windows, stopped after {t.patience} checks "
+        f"without a {100 * t.min_improvement:g} % improvement or at the cap of {t.steps} steps; L is the best "
+        "checkpoint's loss on the other half"
+    )
 
 
 def write_report(
     records: list[dict], fits: dict, preset: StudyPreset, tasks: list[str], out: Path, meta: dict[str, Any]
 ) -> dict[str, Path]:
-    """runs.csv, fits.json, loss_vs_n.png, quality_vs_rankme.png, rankme_vs_variables.png, report.md."""
-    paths = {
-        name: out / name
-        for name in (
-            "runs.csv",
-            "fits.json",
-            "loss_vs_n.png",
-            "quality_vs_rankme.png",
-            "rankme_vs_variables.png",
-            "report.md",
-        )
-    }
+    """runs.csv, fits.json, the figures and report.md."""
+    names = ("runs.csv", "fits.json", "loss_vs_n.png", "loss_curves.png", "compute.png", "quality_vs_rankme.png",
+             "rankme_vs_variables.png", "report.md")  # fmt: skip
+    curves = any(r.get("validation_curve") for r in records)  # runs of a fixed step count have none
+    paths = {name: out / name for name in names if curves or name != "loss_curves.png"}
     write_runs_csv(records, tasks, paths["runs.csv"])
     paths["fits.json"].write_text(json.dumps({**fits, "meta": meta}, indent=1, default=float) + "\n")
     plot_loss(records, fits, preset, paths["loss_vs_n.png"])
+    if curves:
+        plot_curves(records, preset, paths["loss_curves.png"])
+    plot_compute(records, fits, preset, paths["compute.png"])
     plot_quality(records, fits, preset, paths["quality_vs_rankme.png"])
     plot_sweeps(fits, paths["rankme_vs_variables.png"])
 
@@ -214,64 +378,79 @@ def write_report(
         f"# RankMe scaling study — preset `{preset.name}`",
         "",
         f"{meta['runs']} pre-training runs and {meta['pretrained']} pretrained encoders: "
-        f"{meta['run_minutes']:.1f} minutes of pre-training and evaluation on {meta['machine']} (this "
+        f"{meta['run_minutes']:.1f} minutes of pre-training and evaluation (the runs' own wall times; this "
         f"invocation, which reads finished runs back: {meta['minutes']:.1f} minutes). "
+        f"Machine: {meta['machine']}. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
+        + ".",
+        "",
         f"Evaluation: the `{preset.eval_preset}` labelled benchmark "
         f"({meta['eval_clips']} clips, {meta['synthesizers']} synthesizers); pre-training audio: "
         f"`{preset.pool_preset}` rendered with seeds {list(preset.pool_seeds)} ({meta['pool_seconds']:.0f} s), "
-        f"labels unused. Base model: {preset.base.to_dict()}; training: {preset.training.steps} steps of "
-        f"{preset.training.batch_size} windows, {preset.training.objective.upper()}.",
+        f"labels unused. Base model: {preset.base.to_dict()}; training: {_training(preset)}.",
         "",
         "## Findings",
         "",
     ]
-    md += [f"- {line}" for line in findings(fits, tasks)]
+    md += [f"- {line}" for line in findings(fits, tasks, records)]
     md += ["", "## Pre-training loss: L(N, D)", "", "![loss vs N](loss_vs_n.png)", ""]
     law = fits["loss_law"]
     if "params" in law:
-        md += ["| parameter | value | 95% CI |", "|---|---|---|"]
-        md += [f"| {k} | {v:.4g} | [{law['ci'][k][0]:.4g}, {law['ci'][k][1]:.4g}] |" for k, v in law["params"].items()]
-    md += [
-        "",
-        "## Quality vs RankMe",
-        "",
-        "![quality vs RankMe](quality_vs_rankme.png)",
-        "",
-        "accuracy = a·RankMe^b, clip-embedding RankMe; ρ: Spearman, τ: Kendall.",
-        "",
-        "| family | task | points | b [95% CI] | R² (log) | ρ (p) | τ |",
-        "|---|---|---|---|---|---|---|",
-    ]
+        md += ["95 % bootstrap CIs, taken in log space (all parameters are positive).", "",
+               "| parameter | value [95% CI] |", "|---|---|"]  # fmt: skip
+        md += [f"| {k} | {_ci(law, k)} |" for k in law["params"]]
+    comparison = fits.get("loss_law_comparison", {}).get("table", {})
+    if comparison:
+        md += ["", "Droppo's form against Kaplan's (no L_∞): held-out errors predict the largest-N row (or the "
+               "largest-D column) from a fit to the others.", "",
+               "| form | parameters | AIC | R² (log) | largest-N error | largest-D error |",
+               "|---|---|---|---|---|---|"]
+        md += [f"| {name} | {row['parameters']} | {row['aic']:.1f} | {row['r2_log']:.3f} | "
+               f"{_percent(row['held_out_largest_N'])} | {_percent(row['held_out_largest_D'])} |"
+               for name, row in comparison.items()]  # fmt: skip
+    if curves:
+        md += ["", "## Training curves", "", "![loss curves](loss_curves.png)"]
+    md += ["", "## Compute", "", "![compute](compute.png)", "",
+           "## Quality vs RankMe", "", "![quality vs RankMe](quality_vs_rankme.png)", "",
+           "accuracy = a·RankMe^b, clip-embedding RankMe; ρ: Spearman, τ: Kendall. A fit whose exponent went to "
+           "its bound (0) is reported as no positive power law, not as a number.", "",
+           "| family | task | points | b [95% CI] | R² (log) | ρ (p) | τ |",
+           "|---|---|---|---|---|---|---|"]  # fmt: skip
     for key, law in fits["quality_laws"].items():
         family, kind, task = key.split("/")
         if kind != "clip_rankme" or "params" not in law:
             continue
         md.append(
-            f"| {family} | {task} | {law['points']} | {_ci(law, 'b')} | {law['r2_log']:.3f} | "
+            f"| {family} | {task} | {law['points']} | {_quality_b(law)} | {law['r2_log']:.3f} | "
             f"{law['spearman']:.2f} ({law['spearman_p']:.2g}) | {law['kendall']:.2f} |"
         )
-    md += [
-        "",
-        "## RankMe vs each variable",
-        "",
-        "![RankMe vs variables](rankme_vs_variables.png)",
-        "",
-        "## Runs",
-        "",
-        "| run | N | D (s) | held-out loss | RankMe clip | RankMe frame | mean acc |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    unification = fits.get("unification", {})
+    if unification.get("tasks"):
+        md += ["", "## Does RankMe unify the variables?", "",
+               "All trained runs pooled. For each variable and task, log accuracy = a + b·log RankMe + c·variable "
+               "against the model without the variable: the F-test's p (Holm-corrected over the variables of the "
+               "task; **✗**: the variable explains accuracy beyond RankMe, p < 0.05) and the variable's partial "
+               "correlation with log accuracy given log RankMe, with its 95 % CI (partial R² for architectures). "
+               "Numbers enter on a log scale, depth as is.", ""]  # fmt: skip
+        md += _unification_table(unification)
+    md += ["", "## RankMe vs each variable", "", "![RankMe vs variables](rankme_vs_variables.png)", "",
+           "## Runs", "",
+           "| run | N | D (s) | held-out loss | best step / run (stop) | epochs | wall s | RankMe clip | RankMe frame "
+           "| mean acc |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in records:
         loss = f"{r['held_out_loss']:.4f}" if r.get("held_out_loss") is not None else ""
+        steps = f"{r['best_step']} / {r['steps_run']} ({r['stopped_by']})" if "best_step" in r else ""
+        epochs = f"{r['epochs']:.1f}" if "epochs" in r else ""
+        wall = f"{r.get('pretrain_seconds', 0.0) + r['eval_seconds']:.0f}"
         md.append(
-            f"| {r['name']} | {r['n_params']:,} | {r.get('data_seconds', '')} | {loss} | "
-            f"{r['clip_rankme']:.1f}{' (capped)' if r['clip_rankme_capped'] else ''} | {r['frame_rankme']:.1f} | "
+            f"| {r['name']} | {r['n_params']:,} | {r.get('data_seconds', '')} | {loss} | {steps} | {epochs} | {wall} "
+            f"| {r['clip_rankme']:.1f}{' (capped)' if r['clip_rankme_capped'] else ''} | {r['frame_rankme']:.1f} | "
             f"{r['mean_accuracy']:.3f} |"
         )
     md += [
         "",
         "Files: `runs.csv` (one row per run), `fits.json` (every fit with CIs), `runs/*.json` (each run, "
-        "with its loss curve).",
+        "with its loss curves).",
     ]
     paths["report.md"].write_text("\n".join(md) + "\n")
     return paths

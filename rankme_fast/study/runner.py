@@ -26,11 +26,14 @@ from rankme_fast.study.presets import RunSpec, StudyPreset
 @dataclass
 class StudyData:
     """The labelled evaluation benchmark, its audio as held-out frames, and the shuffled
-    pre-training pool."""
+    pre-training pool. Presets that train to convergence split the benchmark's clips (seeded)
+    into validation audio, which decides when to stop, and the held-out audio the loss is
+    reported on."""
 
     benchmark: Benchmark
     held_out: FrameCorpus
     pool: FrameCorpus
+    validation: FrameCorpus | None = None
 
     @classmethod
     def prepare(cls, preset: StudyPreset, progress: bool = False) -> StudyData:
@@ -44,7 +47,13 @@ class StudyData:
                 f"preset {preset.name!r} asks for {max(preset.data_seconds):g} s of pre-training "
                 f"audio; its pool has {pool.seconds:g} s"
             )
-        return cls(benchmark, FrameCorpus.from_waves(benchmark.waves, benchmark.sr), pool)
+        clips = list(benchmark.waves)
+        if preset.training.patience is None:
+            return cls(benchmark, FrameCorpus.from_waves(clips, benchmark.sr), pool)
+        split = np.random.default_rng(1).permutation(len(clips))
+        validation = FrameCorpus.from_waves([clips[i] for i in split[::2]], benchmark.sr)
+        held_out = FrameCorpus.from_waves([clips[i] for i in split[1::2]], benchmark.sr)
+        return cls(benchmark, held_out, pool, validation)
 
 
 def evaluate(encoder: AudioEncoder, benchmark: Benchmark) -> dict[str, Any]:
@@ -92,6 +101,7 @@ def run_training(spec: RunSpec, data: StudyData, out: Path, progress: bool = Fal
         data.pool.take(spec.data_seconds),
         spec.training,
         held_out=data.held_out,
+        validation=data.validation,
         checkpoint=out / "checkpoints" / f"{spec.id}.pt",
         progress=progress,
     )
@@ -103,6 +113,10 @@ def run_training(spec: RunSpec, data: StudyData, out: Path, progress: bool = Fal
         "n_params": result.n_params,
         "data_frames": result.data_frames,
         "steps": spec.training.steps,
+        "steps_run": len(result.losses),
+        "best_step": result.best_step,
+        "stopped_by": result.stopped_by,
+        "epochs": result.epochs,
         "tokens": result.tokens,
         "compute": result.compute,
         "train_loss": result.train_loss,
@@ -112,6 +126,7 @@ def run_training(spec: RunSpec, data: StudyData, out: Path, progress: bool = Fal
         "encoder": spec.encoder.to_dict(),
         "training": asdict(spec.training),
         "losses": result.losses,
+        "validation_curve": result.curve,
     }
     record.update(evaluate(ModelEncoder(result.model, name=spec.id), data.benchmark))
     _write(path, record)

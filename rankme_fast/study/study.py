@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -61,7 +62,8 @@ def run_study(
         "pretrained": sum(r["family"] == "pretrained" for r in records),
         "minutes": (time.perf_counter() - started) / 60,
         "run_minutes": sum(r.get("pretrain_seconds", 0.0) + r["eval_seconds"] for r in records) / 60,
-        "machine": f"{platform.machine()} × {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": f"{_cpu()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
+        "versions": _versions(),
         "eval_clips": len(data.benchmark),
         "synthesizers": data.benchmark.synthesizers,
         "pool_seconds": data.pool.seconds,
@@ -69,3 +71,24 @@ def run_study(
     paths = write_report(records, fits, preset, tasks, out, meta)
     say(f"report: {paths['report.md']}")
     return StudyResult(records, fits, paths)
+
+
+def _cpu() -> str:
+    """The CPU's model name (Linux), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import scipy
+
+    import rankme_fast
+
+    return {"rankme_fast": rankme_fast.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "scipy": scipy.__version__}  # fmt: skip
