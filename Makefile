@@ -27,7 +27,7 @@ INSTALL := $(PY) -m pip install --no-build-isolation -e ".[dev,all]" && \
 	$(PY) -m pip install --no-deps $(AUDIO_NO_DEPS)
 endif
 
-.PHONY: test demo demo-backends lint bench bench-cpu bench-audio study-full wheel clean
+.PHONY: test demo demo-backends lint bench bench-cpu bench-audio study-full study-paper wheel clean
 
 # The Triton kernels run a second time under Triton's CPU interpreter (tiny shapes); the flag
 # must be set before Triton is imported, hence a separate pytest process.
@@ -88,6 +88,11 @@ wheel:
 # The full study (~1 hour here); its results are committed under bench/results/study-full/.
 study-full: $(VENV)/.installed
 	$(PY) -m rankme_fast.cli study --preset full --out bench/results/study-full
+
+# Runs trained to convergence on a 5 × 5 (N, D) grid plus the sweeps (~2.5 hours here, resumable:
+# run it again after an interruption); results committed under bench/results/study-paper/.
+study-paper: $(VENV)/.installed
+	$(PY) -m rankme_fast.cli study --preset paper --out bench/results/study-paper
 
 clean:
 	rm -rf build dist *.egg-info rankme_fast/_C*.so

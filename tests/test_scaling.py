@@ -188,6 +188,8 @@ def test_droppo_on_a_5x5_grid_is_identified_and_beats_kaplan_where_there_is_a_fl
     assert droppo.aic < kaplan.aic - 10
     assert kaplan.extrapolation_d["relative_error"] > droppo.extrapolation_d["relative_error"]
     assert "AIC" in droppo.summary() and "fit on D <" in droppo.summary()
+    no_floor = scaling.FORMS["kaplan"](STUDY_LAW[:4], STUDY_GRID)
+    assert scaling.fit("droppo", STUDY_GRID, no_floor, bootstrap=0).pinned == ["L_inf"]  # absent, not estimated
 
 
 def test_positive_parameters_have_positive_cis_and_a_flat_law_is_pinned_not_estimated():

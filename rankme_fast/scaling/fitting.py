@@ -21,6 +21,8 @@ _LOG_BOUND = 80.0  # log-space parameters stay within e^±80
 _FLOOR = 1e-300
 EXPONENTS = frozenset({"b", "b1", "b2", "alpha", "beta", "alpha_N", "alpha_D"})
 _ZERO_EXPONENT = 1e-6  # an exponent fitted below this is at its bound: no power law
+OFFSETS = frozenset({"c", "L_inf", "E"})  # irreducible terms
+_ZERO_OFFSET = 1e-4  # one below this share of the smallest y changes no prediction: it is absent
 
 
 @dataclass
@@ -140,7 +142,7 @@ def fit(
     draws = np.array(samples).reshape(-1, len(form.parameters))
     ci = _intervals(form, vector, draws, level)
     result = Fit(form, dict(zip(form.parameters, map(float, vector), strict=True)), stderr, ci, level, r2, loss,
-                 delta, x, y, converged, message, bootstrap=draws, pinned=_pinned(form, best), aic=aic)  # fmt: skip
+                 delta, x, y, converged, message, bootstrap=draws, pinned=_pinned(form, best, y), aic=aic)  # fmt: skip
     if extrapolate:
         result.extrapolation = _held_out(form, x, y, loss, delta, column=0)
         if form.inputs == 2:
@@ -169,13 +171,20 @@ def _intervals(form: Form, vector: np.ndarray, draws: np.ndarray, level: float) 
     return {name: (float(low[i]), float(high[i])) for i, name in enumerate(form.parameters)}
 
 
-def _pinned(form: Form, theta: np.ndarray) -> list[str]:
-    """Parameters at a bound of their range: a positive one at e^±80, an exponent at 0."""
+def _pinned(form: Form, theta: np.ndarray, y: np.ndarray) -> list[str]:
+    """Parameters at a bound of their range: a positive one at e^±80, an exponent at 0, an
+    irreducible term at 0 (below 0.01 % of the smallest y: the optimiser's gradient in it
+    vanishes there, so its bootstrap "CI" is a point)."""
     natural = _natural(form, theta)
     return [
         name
         for name, t, value, positive in zip(form.parameters, theta, natural, form.positive, strict=True)
-        if positive and (abs(t) >= _LOG_BOUND - 1e-6 or (name in EXPONENTS and value < _ZERO_EXPONENT))
+        if positive
+        and (
+            abs(t) >= _LOG_BOUND - 1e-6
+            or (name in EXPONENTS and value < _ZERO_EXPONENT)
+            or (name in OFFSETS and value < _ZERO_OFFSET * y.min())
+        )
     ]
 
 

@@ -219,7 +219,14 @@ def _ci(law: dict, name: str) -> str:
     low, high = law["ci"][name]
     if not (np.isfinite(low) and np.isfinite(high)):
         return f"{law['params'][name]:.3g} (no CI)"
-    return f"{law['params'][name]:.3g} [{low:.3g}, {high:.3g}]"
+    wide = " (not identified)" if low > 0 and high > 100 * low else ""  # a positive parameter's CI over 2 decades
+    return f"{law['params'][name]:.3g} [{low:.3g}, {high:.3g}]{wide}"
+
+
+def _equals(law: dict, name: str, label: str) -> str:
+    if name in law.get("pinned", []):
+        return f"{label} at its bound ({law['params'][name]:.2g})"
+    return f"{label} = {_ci(law, name)}"
 
 
 def _quality_b(law: dict) -> str:
@@ -241,15 +248,19 @@ def findings(fits: dict, tasks: list[str], records: list[dict] | None = None) ->
         e_n, e_d = law.get("extrapolation") or {}, law.get("extrapolation_d") or {}
         pinned = law.get("pinned", [])
         lines.append(
-            f"Pre-training loss follows L(N, D) with α_N = {_ci(law, 'alpha_N')}, α_D = {_ci(law, 'alpha_D')}, "
-            f"L_∞ = {_ci(law, 'L_inf')} (R² in log space {law['r2_log']:.3f}; predicting the largest-N row from "
+            f"Pre-training loss follows L(N, D) with {_equals(law, 'alpha_N', 'α_N')}, "
+            f"{_equals(law, 'alpha_D', 'α_D')}, "
+            + ("no irreducible term (L_∞ at 0)" if "L_inf" in pinned else f"L_∞ = {_ci(law, 'L_inf')}")
+            + f" (R² in log space {law['r2_log']:.3f}; predicting the largest-N row from "
             f"the others: {_percent(e_n.get('relative_error'))} mean error, the largest-D column: "
             f"{_percent(e_d.get('relative_error'))})."
             + (f" **Not identified**: {', '.join(pinned)} at a bound." if pinned else "")
         )
         for name in ("alpha_N", "alpha_D"):
-            if name not in pinned and not law["ci"][name][0] > 0.01:
-                lines.append(f"The CI of {name} reaches {law['ci'][name][0]:.2g}: the exponent is not shown to be > 0.")
+            low, high = law["ci"][name]
+            if name not in pinned and not high < 100 * low:  # NaN bounds included
+                lines.append(f"The CI of {name} spans [{low:.2g}, {high:.2g}], over two orders of magnitude: the "
+                             "exponent is **not identified** by these runs.")  # fmt: skip
     else:
         lines.append(f"The L(N, D) fit failed: {law.get('error')}.")
     comparison = fits.get("loss_law_comparison", {}).get("table", {})
@@ -317,10 +328,14 @@ def _unification_findings(result: dict) -> list[str]:
         flagged = [t for t, e in tested.items() if e["p_holm"] < 0.05]
         (not_unified if flagged else unified).append(f"{variable} ({', '.join(flagged)})" if flagged else variable)
     untestable = f"; not testable here (constant or collinear): {', '.join(untested)}" if untested else ""
-    return [f"Unification test ({result['runs']} trained runs, nested F-tests on log accuracy beyond log RankMe, "
-            f"Holm-corrected per task): RankMe unifies " + (", ".join(unified) or "no variable")
-            + "; it does **not** unify " + (", ".join(not_unified) or "any variable")
-            + " (tasks where the variable adds explanation at p < 0.05)" + untestable + "."]  # fmt: skip
+    head = (f"Unification test ({result['runs']} trained runs, nested F-tests on log accuracy beyond log RankMe, "
+            "Holm-corrected per task): ")  # fmt: skip
+    verdict = (f"RankMe unifies {', '.join(unified)} (no evidence they add anything beyond it)" if unified
+               else "RankMe unifies none of the variables")  # fmt: skip
+    verdict += (f"; it does **not** unify {', '.join(not_unified)} (tasks where the variable adds explanation at "
+                "p < 0.05)" if not_unified else "; no variable adds explanation at p < 0.05")  # fmt: skip
+    return [head + verdict + untestable + ". No evidence is not proof of none: the partial correlations' CIs below "
+            "say how large an effect the data leave room for."]  # fmt: skip
 
 
 def _unification_table(result: dict) -> list[str]:
