@@ -79,7 +79,7 @@ class PretrainConfig:
     frames in spans of `mask_span`), seed, held-out windows for the final loss.
 
     With `patience`, training runs to convergence instead: the rate stays constant after
-    warm-up, the held-out loss is checked every `eval_every` steps, and training stops after
+    warm-up, the loss on validation audio is checked every `eval_every` steps, and training stops after
     `patience` checks without a relative improvement of `min_improvement`; `steps` is then a cap."""
 
     objective: str = "apc"

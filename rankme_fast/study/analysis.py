@@ -89,19 +89,23 @@ def law_comparison(laws: dict[str, dict]) -> dict[str, Any]:
     return {"table": table, "preferred_by_aic": preferred}
 
 
+def compute_curve(record: dict) -> list[tuple[float, float]]:
+    """A run's (compute C ≈ 6·N·tokens, validation loss) along its validation curve; a run of a
+    fixed number of steps has only its end point."""
+    per_step = 6.0 * record["n_params"] * record["training"]["batch_size"] * record["frames"]
+    curve = record.get("validation_curve") or [(record["steps"], record["held_out_loss"])]
+    return [(per_step * step, loss) for step, loss in curve]
+
+
 def compute_frontier(records: list[dict], preset: StudyPreset) -> dict[str, Any]:
-    """Loss against compute C ≈ 6·N·tokens along each grid run's validation curve (runs of a
-    fixed number of steps: their end point); the
-    frontier is the lowest loss reached at or below each compute (Kaplan et al. 2020, Fig. 2),
-    with the width that reaches it; plus Spearman ρ of each run's final compute with its loss,
-    clip RankMe and mean accuracy."""
+    """Loss against compute along each grid run's validation curve; the frontier is the lowest
+    loss reached at or below each compute (Kaplan et al. 2020, Fig. 2), with the width that
+    reaches it; plus Spearman ρ of each run's final compute with its loss, clip RankMe and mean
+    accuracy."""
     rows = grid_rows(records, preset)
-    points = []
-    for r in rows:
-        per_step = 6.0 * r["n_params"] * r["training"]["batch_size"] * r["frames"]
-        curve = r.get("validation_curve") or [(r["steps"], r["held_out_loss"])]  # fixed steps: the end only
-        points += [(per_step * step, loss, r["width"], r["data_seconds"]) for step, loss in curve]
-    points.sort()
+    points = sorted(
+        (compute, loss, r["width"], r["data_seconds"]) for r in rows for compute, loss in compute_curve(r)
+    )
     frontier, best = [], np.inf
     for compute, loss, width, seconds in points:
         if loss < best:

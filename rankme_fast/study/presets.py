@@ -86,6 +86,19 @@ class StudyPreset:
         return list(specs.values())
 
 
+
+# The one-variable sweeps and the ladder of the presets evaluated on the "small" set. CREPE
+# large/full are left out of the ladder for time; bench/bench_audio.py's ladder scores them on
+# the same set with the same probes.
+_SMALL_SET_SWEEPS = {
+    "emb_dim": (16, 32, 128, 256),
+    "depth": (1, 3, 4),
+    "frames": (25, 50, 200),
+    "arch": ("conv", "lstm"),
+    "objective": ("mae",),
+}
+_SMALL_SET_LADDER = tuple(name for name in LADDER if name not in ("crepe-large", "crepe-full"))
+
 PRESETS = {
     # CI: a 2×2 grid of a few steps on the tiny set, which is also the pre-training audio.
     "micro": StudyPreset(
@@ -119,8 +132,7 @@ PRESETS = {
         },
         ladder=("log-mel", "speech-embedding", "silero-vad", "crepe-tiny", "crepe-small"),
     ),
-    # bench/results/study-full: about an hour here. CREPE large/full are left out of its ladder
-    # for time; bench/bench_audio.py's ladder scores them on the same set with the same probes.
+    # bench/results/study-full: about an hour here.
     "full": StudyPreset(
         name="full",
         eval_preset="small",
@@ -130,14 +142,8 @@ PRESETS = {
         training=PretrainConfig(steps=400, batch_size=16, warmup=40),
         widths=(16, 32, 64, 128),
         data_seconds=(25, 100, 400, 1600),
-        sweeps={
-            "emb_dim": (16, 32, 128, 256),
-            "depth": (1, 3, 4),
-            "frames": (25, 50, 200),
-            "arch": ("conv", "lstm"),
-            "objective": ("mae",),
-        },
-        ladder=tuple(name for name in LADDER if name not in ("crepe-large", "crepe-full")),
+        sweeps=_SMALL_SET_SWEEPS,
+        ladder=_SMALL_SET_LADDER,
     ),
     # bench/results/study-paper: every run trained to convergence (early stopping on validation
     # audio), N over 2 decades (widths 8…128: 3.9 k–430 k parameters) and D over 2.4 (16…4096 s),
@@ -151,14 +157,8 @@ PRESETS = {
         training=PretrainConfig(steps=20000, batch_size=16, warmup=40, eval_windows=256, patience=5, eval_every=100),
         widths=(8, 16, 32, 64, 128),
         data_seconds=(16, 64, 256, 1024, 4096),
-        sweeps={
-            "emb_dim": (16, 32, 128, 256),
-            "depth": (1, 3, 4),
-            "frames": (25, 50, 200),
-            "arch": ("conv", "lstm"),
-            "objective": ("mae",),
-        },
-        ladder=tuple(name for name in LADDER if name not in ("crepe-large", "crepe-full")),
+        sweeps=_SMALL_SET_SWEEPS,
+        ladder=_SMALL_SET_LADDER,
     ),
 }
 

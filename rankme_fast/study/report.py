@@ -117,16 +117,15 @@ def plot_curves(records: list[dict], preset: StudyPreset, path: Path) -> None:
 def plot_compute(records: list[dict], fits: dict, preset: StudyPreset, path: Path) -> None:
     """Validation loss along every grid run against compute with the frontier; each run's final
     clip RankMe and mean accuracy against its compute."""
-    from rankme_fast.study.analysis import grid_rows
+    from rankme_fast.study.analysis import compute_curve, grid_rows
 
     rows = grid_rows(records, preset)
     widths = sorted({r["width"] for r in rows})
     figure, axes = _figure(12, 3.6, 3)
     for r in rows:
         colour = f"C{widths.index(r['width']) % 10}"
-        per_step = 6.0 * r["n_params"] * r["training"]["batch_size"] * r["frames"]
-        curve = r.get("validation_curve") or [(r["steps"], r["held_out_loss"])]
-        axes[0].plot([per_step * s for s, _ in curve], [loss for _, loss in curve], color=colour, lw=0.7, alpha=0.6)
+        compute, loss = zip(*compute_curve(r), strict=True)
+        axes[0].plot(compute, loss, color=colour, lw=0.7, alpha=0.6)
         axes[1].plot([r["compute"]], [r["clip_rankme"]], "o", color=colour, ms=4)
         axes[2].plot([r["compute"]], [r["mean_accuracy"]], "o", color=colour, ms=4)
     frontier = fits.get("compute", {}).get("frontier", [])
