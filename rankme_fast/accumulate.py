@@ -185,6 +185,21 @@ class GramAccumulator:
         acc._adopt(state)
         return acc
 
+    def uncentered(self) -> GramAccumulator:
+        """A new, uncentred accumulator holding ZᵀZ of the same rows, made from this centred
+        state as scatter + n·μμᵀ: one pass over the data gives both spectra. Both terms are
+        positive semi-definite, so the result carries a few float64 roundings of ‖ZᵀZ‖, the
+        size of the eigensolver's own error (an accumulated ZᵀZ carries up to one per row)."""
+        if not self.centered:
+            raise ValueError("uncentered() needs a centred accumulator; this one already holds ZᵀZ")
+        raw = GramAccumulator(self._dim, precision=self.precision, backend=self.backend, device=self._device,
+                              nonfinite=self.nonfinite)  # fmt: skip
+        if self._gram is not None:
+            assert self._mean is not None
+            raw._gram = self._gram + torch.outer(self._mean, self._mean).mul_(self._count)
+            raw._count, raw._dim, raw._device = self._count, self._dim, self._gram.device
+        return raw
+
     def reset(self) -> None:
         """Forget everything accumulated; keeps dim, device and options."""
         if self._gram is not None:

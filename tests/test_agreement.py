@@ -62,6 +62,32 @@ def test_centered_stream_is_exact_when_mean_dwarfs_spread(backend, rng):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("offset", [0.0, 3.0, 1e4])
+def test_uncentered_from_a_centred_state_equals_the_raw_stream(backend, offset, rng):
+    """One pass gives both: ZᵀZ = scatter + n·μμᵀ agrees with the accumulated ZᵀZ to a few
+    float64 roundings of its norm, also where the mean dwarfs the spread, and its RankMe is as
+    close to the SVD's as the accumulated one's (both sit at the Gram route's floor, which a
+    mean 1e4 times the spread lifts to ~1e-8)."""
+    z = rng.standard_normal((3000, 40)) * np.geomspace(1e-3, 1.0, 40) + offset * rng.standard_normal(40)
+    centred, raw = rf.GramAccumulator(centered=True, backend=backend), rf.GramAccumulator(backend=backend)
+    for batch in np.array_split(z, 5):
+        centred.update(batch)
+        raw.update(batch)
+    derived = centred.uncentered()
+    assert not derived.centered and derived.count == raw.count == 3000 and centred.centered
+    exact = torch.from_numpy(z.T @ z)
+    norm = float(torch.linalg.matrix_norm(exact, ord=2))
+    assert float((derived.gram() - raw.gram()).abs().max()) <= 1e-14 * norm
+    assert float((derived.gram() - exact).abs().max()) <= 1e-13 * norm
+    expected, floor = reference_rankme(z), 1e-10 if offset < 10 else 1e-6
+    assert relative_error(raw.rankme(), expected) <= floor  # the route's own floor
+    assert relative_error(derived.rankme(), expected) <= floor
+    with pytest.raises(ValueError, match="centred accumulator"):
+        raw.uncentered()
+    assert rf.GramAccumulator(centered=True).uncentered().count == 0
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_wide_input_uses_top_min_n_d_values(backend, dtype, rng):
     """N < D: N x N route for a whole Z, and a stream keeps only min(N, D) eigenvalues."""

@@ -143,8 +143,8 @@ def test_an_hour_long_file_is_read_a_window_at_a_time(tmp_path):
     assert "1.000 |" in done.stdout  # one hour
 
 
-def _command(corpus: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "rankme_fast.cli", "audio", "log-mel", str(corpus), "--no-progress",
+def _command(corpus: Path, out: Path, *extra: str, encoder: str = "log-mel") -> list[str]:
+    return [sys.executable, "-m", "rankme_fast.cli", "audio", encoder, str(corpus), "--no-progress",
             "--workers", "1", "--window-seconds", "4", "--json", str(out), *extra]  # fmt: skip
 
 
@@ -153,19 +153,23 @@ def _metrics(path: Path) -> dict:
 
 
 def test_resume_after_sigkill_gives_the_identical_result(tmp_path, corpus):
-    subprocess.run(_command(corpus, tmp_path / "whole.json"), check=True, capture_output=True, timeout=300)
+    """Killed as soon as its first checkpoint lands: the paced encoder leaves ~2 s of work."""
+    paced = {"encoder": "paced_encoder:paced_log_mel"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run(_command(corpus, tmp_path / "whole.json", **paced), check=True, capture_output=True, env=env,
+                   timeout=300)  # fmt: skip
     state = tmp_path / "state.pt"
-    command = _command(corpus, tmp_path / "killed.json", "--checkpoint", str(state), "--checkpoint-every", "1")
-    killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    command = _command(corpus, tmp_path / "killed.json", "--checkpoint", str(state), "--checkpoint-every", "1",
+                       **paced)  # fmt: skip
+    killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.time() + 120
     while not state.exists() and time.time() < deadline and killed.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)
+        time.sleep(0.005)
     killed.send_signal(signal.SIGKILL)
     killed.wait(30)
     assert state.exists() and not (tmp_path / "killed.json").exists()
-    resumed = subprocess.run(_command(corpus, tmp_path / "resumed.json", "--checkpoint", str(state), "--resume"),
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    resumed = subprocess.run(_command(corpus, tmp_path / "resumed.json", "--checkpoint", str(state), "--resume",
+                                      **paced), capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed" in resumed.stdout
     assert _metrics(tmp_path / "resumed.json") == _metrics(tmp_path / "whole.json")

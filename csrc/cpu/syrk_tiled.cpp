@@ -141,41 +141,41 @@ void pack_panels(const rf_matrix_view& z, int64_t r0, int64_t count, const doubl
 
 // Columns [c0, c0 + MR) of the packed block as a contiguous count x MR micro-panel (zero past
 // the last column). Row k's MR values are contiguous in one or two column panels.
-template <typename Packed>
+template <int MR, typename Packed>
 void copy_micro_panel(const Packed* packed, int64_t count, int64_t c0, int64_t cols, Packed* out) {
   constexpr int64_t NR = panel_width<Packed>();
-  const int64_t valid = std::min<int64_t>(kMicroRows, cols - c0);
+  const int64_t valid = std::min<int64_t>(MR, cols - c0);
   const int64_t first = std::min(valid, NR - c0 % NR);  // columns in c0's panel; the rest in the next
   const Packed* head = packed + (c0 / NR) * count * NR + c0 % NR;
   const Packed* tail = packed + (c0 / NR + 1) * count * NR;
   for (int64_t k = 0; k < count; ++k) {
-    Packed* row = out + k * kMicroRows;
+    Packed* row = out + k * MR;
     for (int64_t r = 0; r < first; ++r) row[r] = head[k * NR + r];
     for (int64_t r = first; r < valid; ++r) row[r] = tail[k * NR + r - first];
-    for (int64_t r = valid; r < kMicroRows; ++r) row[r] = Packed{};
+    for (int64_t r = valid; r < MR; ++r) row[r] = Packed{};
   }
 }
 
 // out[r][c] += sum over k < count of a[k*MR + r] * b[k*NR + c]: MR x NR accumulators stay in
 // registers for the whole loop; a values are broadcast, b rows loaded as vectors.
-template <typename Acc>
+template <int MR, typename Acc>
 void micro_kernel(const Acc* __restrict a, const Acc* __restrict b, int64_t count, Acc* __restrict out) {
   typedef Acc V __attribute__((vector_size(kVectorBytes)));
   constexpr int L = kVectorBytes / sizeof(Acc), NR = L * kPanelVectors;
-  V acc[kMicroRows][kPanelVectors] = {};
+  V acc[MR][kPanelVectors] = {};
 #pragma GCC unroll 2
   for (int64_t k = 0; k < count; ++k) {
     V bv[kPanelVectors];
 #pragma GCC unroll 4
     for (int v = 0; v < kPanelVectors; ++v) std::memcpy(&bv[v], b + k * NR + v * L, sizeof(V));
 #pragma GCC unroll 16
-    for (int r = 0; r < kMicroRows; ++r) {
-      const Acc ar = a[k * kMicroRows + r];
+    for (int r = 0; r < MR; ++r) {
+      const Acc ar = a[k * MR + r];
 #pragma GCC unroll 4
       for (int v = 0; v < kPanelVectors; ++v) acc[r][v] += ar * bv[v];
     }
   }
-  for (int r = 0; r < kMicroRows; ++r)
+  for (int r = 0; r < MR; ++r)
     for (int v = 0; v < kPanelVectors; ++v) {
       V sum;
       std::memcpy(&sum, out + r * NR + v * L, sizeof(V));
@@ -186,10 +186,11 @@ void micro_kernel(const Acc* __restrict a, const Acc* __restrict b, int64_t coun
 
 #if defined(__AVX512BF16__)
 // The same over bfloat16 row pairs: each VDPBF16PS adds two exact products per float32 lane.
+template <int MR>
 void micro_kernel(const Bf16Pair* __restrict a, const Bf16Pair* __restrict b, int64_t count, float* __restrict out) {
   constexpr int L = 16, NR = L * kPanelVectors;
-  __m512 acc[kMicroRows][kPanelVectors];
-  for (int r = 0; r < kMicroRows; ++r)
+  __m512 acc[MR][kPanelVectors];
+  for (int r = 0; r < MR; ++r)
     for (int v = 0; v < kPanelVectors; ++v) acc[r][v] = _mm512_setzero_ps();
 #pragma GCC unroll 2
   for (int64_t k = 0; k < count; ++k) {
@@ -197,13 +198,13 @@ void micro_kernel(const Bf16Pair* __restrict a, const Bf16Pair* __restrict b, in
 #pragma GCC unroll 4
     for (int v = 0; v < kPanelVectors; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(b + k * NR + v * L);
 #pragma GCC unroll 16
-    for (int r = 0; r < kMicroRows; ++r) {
-      const __m512bh ar = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[k * kMicroRows + r].bits));
+    for (int r = 0; r < MR; ++r) {
+      const __m512bh ar = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[k * MR + r].bits));
 #pragma GCC unroll 4
       for (int v = 0; v < kPanelVectors; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], ar, bv[v]);
     }
   }
-  for (int r = 0; r < kMicroRows; ++r)
+  for (int r = 0; r < MR; ++r)
     for (int v = 0; v < kPanelVectors; ++v) {
       float* dst = out + r * NR + v * L;
       _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), acc[r][v]));
@@ -212,38 +213,39 @@ void micro_kernel(const Bf16Pair* __restrict a, const Bf16Pair* __restrict b, in
 #endif
 
 // Column panel (NR wide) of the last tile in row micro-panel m that reaches the lower triangle.
-inline int64_t last_panel(int64_t m, int64_t cols, int64_t nr) {
-  return (std::min(cols, (m + 1) * kMicroRows) - 1) / nr;
+template <int MR>
+int64_t last_panel(int64_t m, int64_t cols, int64_t nr) {
+  return (std::min(cols, (m + 1) * MR) - 1) / nr;
 }
 
 // The lower triangle as MR x NR micro-tiles (row micro-panel m, column panel p <= last(m)),
 // each tile contiguous. Calls with several row blocks accumulate here, so every tile update is
 // one short sequential stream, and the state is touched once per call.
-template <typename T>
+template <int MR, typename T>
 class TileTriangle {
  public:
   TileTriangle(int64_t cols, int64_t nr) : cols_(cols), nr_(nr) {
-    const int64_t micro_panels = (cols + kMicroRows - 1) / kMicroRows;
+    const int64_t micro_panels = (cols + MR - 1) / MR;
     first_tile_.resize(static_cast<size_t>(micro_panels + 1), 0);
-    for (int64_t m = 0; m < micro_panels; ++m) first_tile_[m + 1] = first_tile_[m] + last_panel(m, cols, nr) + 1;
+    for (int64_t m = 0; m < micro_panels; ++m) first_tile_[m + 1] = first_tile_[m] + last_panel<MR>(m, cols, nr) + 1;
     tiles_ = aligned_buffer<T>(first_tile_.back() * tile_size());
   }
 
-  int64_t tile_size() const { return kMicroRows * nr_; }
+  int64_t tile_size() const { return MR * nr_; }
   T* tile(int64_t m, int64_t p) { return tiles_.get() + (first_tile_[m] + p) * tile_size(); }
 
   void zero_micro_panel(int64_t m) { std::fill(tile(m, 0), tile(m + 1, 0), T(0)); }
 
   // gram[lower] += the tiles of micro-panel m, which are then zeroed.
   void flush_micro_panel(int64_t m, double* gram) {
-    for (int64_t p = 0; p <= last_panel(m, cols_, nr_); ++p) add_lower(tile(m, p), nr_, m * kMicroRows, p * nr_, cols_, gram);
+    for (int64_t p = 0; p <= last_panel<MR>(m, cols_, nr_); ++p) add_lower(tile(m, p), nr_, m * MR, p * nr_, cols_, gram);
     zero_micro_panel(m);
   }
 
   // Adds an MR x NR tile (row-major, leading dimension NR) at gram[row0][col0], lower triangle only.
   template <typename U>
   static void add_lower(const U* tile, int64_t nr, int64_t row0, int64_t col0, int64_t cols, double* gram) {
-    for (int64_t r = 0; r < kMicroRows && row0 + r < cols; ++r) {
+    for (int64_t r = 0; r < MR && row0 + r < cols; ++r) {
       const int64_t row = row0 + r;
       const int64_t n = std::min({nr, cols - col0, row + 1 - col0});
       double* dst = gram + row * cols + col0;
@@ -267,27 +269,29 @@ inline int thread_id() { return 0; }
 #endif
 
 // Packed: the element of the packed buffers (Acc itself, or a bfloat16 row pair with float sums).
-template <typename Tag, typename Packed, typename Acc>
+template <typename Tag, typename Packed, typename Acc, int MR>
 void syrk_tiled(const rf_matrix_view& z, const double* shift, double* gram) {
   constexpr int64_t NR = panel_width<Packed>();
   constexpr int64_t per = rows_per_element<Packed>();
   const int64_t cols = z.cols;
   const int64_t panels = (cols + NR - 1) / NR;
-  const int64_t micro_panels = (cols + kMicroRows - 1) / kMicroRows;
+  const int64_t micro_panels = (cols + MR - 1) / MR;
   const int64_t groups = (micro_panels + kRowGroup - 1) / kRowGroup;
   const int64_t block = std::min<int64_t>(row_block<Packed>(), z.rows);
   const int64_t block_elements = (block + per - 1) / per;
   const bool staged = z.rows > block;  // several blocks: accumulate tile-major, add once per flush
   const int64_t flush_rows = sizeof(Acc) == sizeof(double) ? z.rows : kFastRowsPerFlush;
   auto packed = aligned_buffer<Packed>(panels * block_elements * NR);
-  std::unique_ptr<TileTriangle<Acc>> triangle(staged ? new TileTriangle<Acc>(cols, NR) : nullptr);
+  std::unique_ptr<TileTriangle<MR, Acc>> triangle(staged ? new TileTriangle<MR, Acc>(cols, NR) : nullptr);
   // Every allocation happens here: an exception must not leave the parallel region.
-  const int threads = max_threads();
-  const int64_t group_size = kRowGroup * kMicroRows * block_elements;
+  // A thread per group of Gram rows at most: below that the extra threads only wait at the
+  // barriers, which made D = 64 twice as slow on 2 threads as on 1.
+  const int threads = static_cast<int>(std::min<int64_t>(max_threads(), groups));
+  const int64_t group_size = kRowGroup * MR * block_elements;
   auto group_buffers = aligned_buffer<Packed>(threads * group_size);
 #pragma omp parallel num_threads(threads)
   {
-    alignas(64) Acc tile[kMicroRows * NR];
+    alignas(64) Acc tile[MR * NR];
     Packed* const group_panels = group_buffers.get() + thread_id() * group_size;
     if (staged) {
 #pragma omp for schedule(static)
@@ -302,19 +306,19 @@ void syrk_tiled(const rf_matrix_view& z, const double* shift, double* gram) {
         const int64_t g = groups - 1 - t;  // the longest rows first
         const int64_t m0 = g * kRowGroup, m1 = std::min(micro_panels, m0 + kRowGroup);
         for (int64_t m = m0; m < m1; ++m)
-          copy_micro_panel(packed.get(), elements, m * kMicroRows, cols,
-                           group_panels + (m - m0) * kMicroRows * elements);
-        for (int64_t p0 = 0; p0 <= last_panel(m1 - 1, cols, NR); p0 += kPanelsPerPass) {
+          copy_micro_panel<MR>(packed.get(), elements, m * MR, cols,
+                           group_panels + (m - m0) * MR * elements);
+        for (int64_t p0 = 0; p0 <= last_panel<MR>(m1 - 1, cols, NR); p0 += kPanelsPerPass) {
           for (int64_t m = m0; m < m1; ++m) {
-            const int64_t p1 = std::min(p0 + kPanelsPerPass, last_panel(m, cols, NR) + 1);
-            const Packed* micro_panel = group_panels + (m - m0) * kMicroRows * elements;
+            const int64_t p1 = std::min(p0 + kPanelsPerPass, last_panel<MR>(m, cols, NR) + 1);
+            const Packed* micro_panel = group_panels + (m - m0) * MR * elements;
             for (int64_t p = p0; p < p1; ++p) {
               if (staged) {
-                micro_kernel(micro_panel, packed.get() + p * elements * NR, elements, triangle->tile(m, p));
+                micro_kernel<MR>(micro_panel, packed.get() + p * elements * NR, elements, triangle->tile(m, p));
               } else {
-                std::fill(tile, tile + kMicroRows * NR, Acc(0));
-                micro_kernel(micro_panel, packed.get() + p * elements * NR, elements, tile);
-                TileTriangle<Acc>::add_lower(tile, NR, m * kMicroRows, p * NR, cols, gram);
+                std::fill(tile, tile + MR * NR, Acc(0));
+                micro_kernel<MR>(micro_panel, packed.get() + p * elements * NR, elements, tile);
+                TileTriangle<MR, Acc>::add_lower(tile, NR, m * MR, p * NR, cols, gram);
               }
             }
           }
@@ -327,6 +331,31 @@ void syrk_tiled(const rf_matrix_view& z, const double* shift, double* gram) {
       }
     }
   }
+}
+
+// Products one row of z costs with MR-row tiles: whole MR x NR tiles down to the diagonal.
+template <int MR>
+int64_t tile_products(int64_t cols, int64_t nr) {
+  int64_t tiles = 0;
+  for (int64_t m = 0; m * MR < cols; ++m) tiles += last_panel<MR>(m, cols, nr) + 1;
+  return tiles * MR * nr;
+}
+
+// The widest register tile (kMicroRows rows) loads least per FMA and was chosen on large Grams.
+// A narrow Gram wastes much of it past the diagonal: at D = 64 the 9 x 24 tiles cost 3672
+// products per row of z for the 2080 needed, 8 x 24 tiles (8 divides the panel width) 2880,
+// and ran 1.3x faster. 8-row tiles are taken where they save at least 5 % of the products
+// (D up to a few hundred); the sums, and so the result, are the same bits either way.
+template <typename Tag, typename Packed, typename Acc>
+void syrk_tiled_shaped(const rf_matrix_view& z, const double* shift, double* gram) {
+  constexpr int64_t NR = panel_width<Packed>();
+  if constexpr (kMicroRows > 8 && NR % 8 == 0) {
+    if (20 * tile_products<8>(z.cols, NR) <= 19 * tile_products<kMicroRows>(z.cols, NR)) {
+      syrk_tiled<Tag, Packed, Acc, 8>(z, shift, gram);
+      return;
+    }
+  }
+  syrk_tiled<Tag, Packed, Acc, kMicroRows>(z, shift, gram);
 }
 
 }  // namespace
@@ -401,16 +430,16 @@ void syrk_tiled_update(const rf_matrix_view& z, const double* shift, double* gra
   // float32, as in the float32 kernel. With a shift, (z - shift) is no bfloat16 value: that goes
   // through the float32 kernel, so centring costs no extra rounding.
   if (precision == RF_FAST && z.dtype == RF_BFLOAT16 && shift == nullptr) {
-    syrk_tiled<BFloat16, Bf16Pair, float>(z, nullptr, gram);
+    syrk_tiled<BFloat16, Bf16Pair, float, kMicroRows>(z, nullptr, gram);
     return;
   }
 #endif
   dispatch_dtype(z.dtype, [&](auto tag) {
     using Tag = decltype(tag);
     if (precision == RF_FAST)
-      syrk_tiled<Tag, float, float>(z, shift, gram);
+      syrk_tiled_shaped<Tag, float, float>(z, shift, gram);
     else
-      syrk_tiled<Tag, double, double>(z, shift, gram);
+      syrk_tiled_shaped<Tag, double, double>(z, shift, gram);
   });
 }
 

@@ -1,8 +1,9 @@
 """Score audio encoders on a corpus of recordings (`rankme-fast audio`): every file is cut
 into windows, decoded and resampled in worker processes running ahead of the model, and each
-window's frame embeddings stream into float64 Gram states, raw and centred; a clip (a file, or
-a window) contributes the mean of its frames to two more. Nothing N×D is kept unless a probe
-needs the clip embeddings.
+window's frame embeddings stream into a centred float64 Gram state (count, mean, scatter), from
+which the raw ZᵀZ is derived at the end, so each frame passes through the kernel once; a clip
+(a file, or a window) contributes the mean of its frames to a second state. Nothing N×D is kept
+unless a probe needs the clip embeddings.
 
 Each file is accumulated on its own and merged into the totals when it ends, so a file found
 bad part-way (with `skip_bad`) leaves nothing behind. Checkpoints hold the exact position
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -34,7 +36,8 @@ from rankme_fast.spectrum import METRIC_NAMES
 
 CLIP_MODES = ("file", "window")
 CHUNK_WINDOWS = 4  # windows per decoding task (and the checkpoint granularity)
-STATES = ("frame", "frame_centered", "clip", "clip_centered")
+DECODER_NICENESS = 10  # added to the decoding workers' niceness (lower priority than the model)
+STATES = ("frame", "clip")  # accumulated centred; the raw spectra come from `uncentered()`
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,6 @@ class _Job:
         self.infos: list[AudioInfo | None] = [None] * len(files)
         self.total = self._states()
         self.current = self._states()
-        self.file_sum: torch.Tensor | None = None  # Σ frames of the current file (clip = file)
-        self.file_frames = 0
         self.position = (0, 0)  # (file, window): everything before it is in total + current
         self.kept: list[np.ndarray] = []
         self.kept_files: list[str] = []
@@ -129,10 +130,7 @@ class _Job:
     def _states(self) -> dict[str, GramAccumulator]:
         o = self.options
         dim = self.encoder.dim
-        return {
-            name: GramAccumulator(dim, centered=name.endswith("centered"), precision=o.precision, backend=o.backend)
-            for name in STATES
-        }
+        return {name: GramAccumulator(dim, centered=True, precision=o.precision, backend=o.backend) for name in STATES}
 
     def _survey(self) -> None:
         for index, path in enumerate(self.files):
@@ -189,8 +187,11 @@ class _Job:
             for file, first, count in tasks:
                 yield (file, first, *_decode(self.infos[file], rate, length, first, count))
             return
-        context = multiprocessing.get_context("spawn")  # no inherited torch threads or locks
-        with ProcessPoolExecutor(self.options.workers, mp_context=context) as pool:
+        # The workers run only numpy, libsndfile and soxr (never torch, OpenMP or CUDA), so
+        # forking them is safe and instant; a spawned worker first re-imports torch, which costs
+        # as much CPU as decoding an hour of audio for a cheap encoder.
+        context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        with ProcessPoolExecutor(self.options.workers, mp_context=context, initializer=_lower_priority) as pool:
             pending: deque[tuple[int, int, Future]] = deque()
             queued = iter(tasks)
             for file, first, count in queued:
@@ -209,8 +210,8 @@ class _Job:
                 yield (file, first, *result)
 
     def _add_windows(self, file: int, windows: list[np.ndarray]) -> None:
-        """Embed a task's windows one by one, then fold all their frames in one update per state
-        (fewer, larger folds: the per-call cost matters for cheap encoders)."""
+        """Embed a task's windows one by one, then fold all their frames in one update (fewer,
+        larger folds: the per-call cost matters for cheap encoders)."""
         started = time.perf_counter()
         rate, name = self.encoder.sample_rate, self.files[file]
         embedded = [self.encoder.embed(w, rate, name=name).values.to(torch.float32) for w in windows]
@@ -218,20 +219,14 @@ class _Job:
         started = time.perf_counter()
         frames = torch.cat(embedded)
         self.current["frame"].update(frames)
-        self.current["frame_centered"].update(frames)
         if self.options.clip == "window":
             self._add_clips(torch.stack([window.mean(dim=0, dtype=torch.float64) for window in embedded]))
-        else:
-            total = frames.sum(dim=0, dtype=torch.float64)
-            self.file_sum = total if self.file_sum is None else self.file_sum + total
-        self.file_frames += len(frames)
         self.reports[file].windows += len(windows)
         self.reports[file].frames += len(frames)
         self.timing["gram"] += time.perf_counter() - started
 
     def _add_clips(self, clips: torch.Tensor) -> None:
         self.current["clip"].update(clips)
-        self.current["clip_centered"].update(clips)
         if self.options.keep_clips:
             self.current_kept += list(clips.numpy())
 
@@ -239,10 +234,10 @@ class _Job:
         if file >= len(self.files) or self.reports[file].error is not None or self.current["frame"].count == 0:
             self._reset_current()
             return
-        if self.options.clip == "file" and self.file_sum is not None:
-            self._add_clips((self.file_sum / self.file_frames)[None])
+        if self.options.clip == "file":
+            self._add_clips(self.current["frame"].mean[None])  # the file's mean frame
         if self.options.per_file:
-            spectrum = self.current["frame"].spectrum()
+            spectrum = self.current["frame"].uncentered().spectrum()
             wanted = [m for m in self.options.metrics if m != "nesum"]  # NESum: covariance only
             self.reports[file].metrics = {m: spectrum.metric(m, self.options.eps) for m in wanted}
         for name in STATES:
@@ -252,7 +247,7 @@ class _Job:
         self._reset_current()
 
     def _reset_current(self) -> None:
-        self.current, self.file_sum, self.file_frames, self.current_kept = self._states(), None, 0, []
+        self.current, self.current_kept = self._states(), []
 
     def _drop_current(self, file: int, error: BadAudioError) -> None:
         """Forget a file found bad while decoding: nothing of it stays in the state."""
@@ -272,6 +267,7 @@ class _Job:
             "files": [(path, os.stat(path).st_size) for path in self.files],
             "encoder": self.encoder.describe(), "window_seconds": o.window_seconds, "clip": o.clip,
             "precision": o.precision, "keep_clips": o.keep_clips, "rank": self.rank, "world": self.world,
+            "states": [f"{name} (centred)" for name in STATES],
         }  # fmt: skip
 
     def _save(self) -> None:
@@ -282,8 +278,6 @@ class _Job:
                 "position": list(self.position),
                 "total": {name: acc.state_dict() for name, acc in self.total.items()},
                 "current": {name: acc.state_dict() for name, acc in self.current.items()},
-                "file_sum": self.file_sum,
-                "file_frames": self.file_frames,
                 "reports": [asdict(r) for r in self.reports],
                 "kept": torch.from_numpy(np.stack(self.kept)) if self.kept else None,
                 "kept_files": self.kept_files,
@@ -305,7 +299,6 @@ class _Job:
         self.current = {name: GramAccumulator.from_state_dict(s, backend=self.options.backend)
                         for name, s in state["current"].items()}  # fmt: skip
         self.position = tuple(state["position"])
-        self.file_sum, self.file_frames = state["file_sum"], int(state["file_frames"])
         self.reports = [FileResult(**r) for r in state["reports"]]
         self.kept = list(state["kept"].numpy()) if state["kept"] is not None else []
         self.kept_files = list(state["kept_files"])
@@ -331,12 +324,13 @@ class _Job:
         if self.total["frame"].count == 0:
             raise ValueError("no audio was scored: every file was empty or skipped")
         metrics = {}
-        for name, acc in self.total.items():
-            if acc.count < 2 and name.startswith("clip"):
+        for name, centred in self.total.items():
+            if centred.count < 2 and name == "clip":
                 continue  # one clip has no spectrum worth naming (and no centred one at all)
-            spectrum = acc.spectrum()
-            wanted = [m for m in self.options.metrics if m != "nesum" or acc.centered]  # NESum: covariance only
-            metrics[name] = {m: spectrum.metric(m, self.options.eps) for m in wanted}
+            for label, acc in ((name, centred.uncentered()), (f"{name}_centered", centred)):
+                spectrum = acc.spectrum()
+                wanted = [m for m in self.options.metrics if m != "nesum" or acc.centered]  # NESum: covariance only
+                metrics[label] = {m: spectrum.metric(m, self.options.eps) for m in wanted}
         good = [r for r in reports if r.error is None]
         return EncoderResult(
             encoder=self.encoder.describe(), metrics=metrics, frames=self.total["frame"].count,
@@ -353,6 +347,13 @@ class _Job:
         total = sum(r.seconds for r in self.reports if r.error is None)
         return tqdm(total=round(total, 1), unit="s", unit_scale=True, desc=f"{self.encoder.name} (audio seconds)",
                     disable=not self.options.progress or self.rank != 0, dynamic_ncols=True)  # fmt: skip
+
+
+def _lower_priority() -> None:
+    """Decoding workers yield the CPU to the model: they fill the time it leaves, instead of
+    slowing it down (on 2 cores a cheap encoder ran 1.45x faster, bench/README.md)."""
+    if hasattr(os, "nice"):
+        os.nice(DECODER_NICENESS)
 
 
 def _decode(
