@@ -285,7 +285,7 @@ void syrk_tiled(const rf_matrix_view& z, const double* shift, double* gram) {
   std::unique_ptr<TileTriangle<MR, Acc>> triangle(staged ? new TileTriangle<MR, Acc>(cols, NR) : nullptr);
   // Every allocation happens here: an exception must not leave the parallel region.
   // A thread per group of Gram rows at most: below that the extra threads only wait at the
-  // barriers, which made D = 64 twice as slow on 2 threads as on 1.
+  // barriers, which made D = 64 slower on 2 threads than on 1.
   const int threads = static_cast<int>(std::min<int64_t>(max_threads(), groups));
   const int64_t group_size = kRowGroup * MR * block_elements;
   auto group_buffers = aligned_buffer<Packed>(threads * group_size);

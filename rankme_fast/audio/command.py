@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from rankme_fast.scoring.command import add_job_options
 from rankme_fast.spectrum import METRIC_NAMES
 
 
@@ -49,11 +50,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--plot", help="write a figure of each encoder's RankMe (against probe accuracy with labels)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--per-file", action="store_true", help="frame metrics of each file too")
-    parser.add_argument("--skip-bad", action="store_true", help="report and skip bad files instead of stopping")
-    parser.add_argument("--checkpoint", help="save state and position here (atomically), one file per encoder")
-    parser.add_argument("--checkpoint-every", type=int, default=20, metavar="K", help="decoding tasks between saves")
-    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_job_options(parser, checkpoint="one file per encoder", unit="decoding tasks")
     parser.set_defaults(run=run)
 
 

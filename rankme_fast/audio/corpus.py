@@ -351,7 +351,7 @@ class _Job:
 
 def _lower_priority() -> None:
     """Decoding workers yield the CPU to the model: they fill the time it leaves, instead of
-    slowing it down (on 2 cores a cheap encoder ran 1.45x faster, bench/README.md)."""
+    slowing it down (bench/README.md, the audio corpus)."""
     if hasattr(os, "nice"):
         os.nice(DECODER_NICENESS)
 

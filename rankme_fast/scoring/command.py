@@ -31,12 +31,18 @@ def add_parser(commands: Any) -> None:
     score.add_argument("--eps", type=float, default=1e-7, help="RankMe's epsilon")
     score.add_argument("--json", help="also write the result to this JSON file")
     score.add_argument("--per-file", action="store_true", help="metrics of each file too")
-    score.add_argument("--skip-bad", action="store_true", help="report and skip bad files instead of stopping")
-    score.add_argument("--checkpoint", help="save state and position here (atomically) every K batches")
-    score.add_argument("--checkpoint-every", type=int, default=20, metavar="K", help="batches between checkpoints")
-    score.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
-    score.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_job_options(score, checkpoint="every K batches", unit="batches")
     score.set_defaults(run=run)
+
+
+def add_job_options(parser: argparse.ArgumentParser, *, checkpoint: str, unit: str) -> None:
+    """The options every file-scoring job takes (`score`, `audio`): bad files, checkpoints and
+    resuming, the progress bar. `checkpoint` says when or where saves go, `unit` what K counts."""
+    parser.add_argument("--skip-bad", action="store_true", help="report and skip bad files instead of stopping")
+    parser.add_argument("--checkpoint", help=f"save state and position here (atomically), {checkpoint}")
+    parser.add_argument("--checkpoint-every", type=int, default=20, metavar="K", help=f"{unit} between checkpoints")
+    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
