@@ -29,12 +29,22 @@ endif
 
 .PHONY: test demo demo-backends lint bench bench-cpu bench-audio study-full study-paper wheel clean
 
-# The Triton kernels run a second time under Triton's CPU interpreter (tiny shapes); the flag
-# must be set before Triton is imported, hence a separate pytest process.
-test: $(VENV)/.installed
-	$(PY) -m ruff check .
-	$(PY) -m pytest
-	TRITON_INTERPRET=1 $(PY) -m pytest -q tests/test_triton.py
+# make test runs its stages in order, stops at the first that fails and names it:
+#   setup   the venv, the package and its kernels (once; again when a source changes)
+#   lint    ruff
+#   suite   the tests, on two pytest-xdist workers of one thread each, a test file per worker at a
+#           time (module fixtures are made once); the tests that need two threads start their own
+#           processes. PYTEST_ARGS adds options, e.g. PYTEST_ARGS=--random-order-seed=3.
+#   triton  the Triton kernels again under Triton's CPU interpreter (tiny shapes); the flag must be
+#           set before Triton is imported, hence a separate pytest process.
+PYTEST_ARGS ?=
+stage = echo "== make test: $(1)" && { $(2); } || { echo "make test: stage '$(1)' failed" >&2; exit 1; }
+
+test:
+	@$(call stage,setup,$(MAKE) --no-print-directory $(VENV)/.installed)
+	@$(call stage,lint,$(PY) -m ruff check .)
+	@$(call stage,suite,OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS))
+	@$(call stage,triton,TRITON_INTERPRET=1 $(PY) -m pytest -q tests/test_triton.py)
 
 # The project's main job: the quick RankMe scaling study (~10 min here), report in study/.
 demo: $(VENV)/.installed

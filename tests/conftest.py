@@ -113,6 +113,16 @@ def relative_error(value: float, reference: float) -> float:
     return abs(value - reference) / abs(reference)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Test files with the most `slow` tests first (stable otherwise): `make test` hands whole
+    files to two workers in this order, and the long ones started first finish together."""
+    slow: dict[str, int] = {}
+    for item in items:
+        slow[item.module.__name__] = slow.get(item.module.__name__, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.module.__name__])
+
+
 @pytest.fixture
 def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     """A generator seeded from the test's id, so a failure replays exactly on the next run;
@@ -121,11 +131,16 @@ def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     return np.random.default_rng([zlib.crc32(request.node.nodeid.encode()), extra])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def bench_cache(tmp_path_factory):
-    """Rendered benchmarks go to a fresh cache per test module (never the user's)."""
+    """Rendered benchmarks go to a cache of this test run's own (never the user's), shared by
+    the pytest-xdist workers: the first to ask renders a preset, the others wait and load it."""
     previous = os.environ.get("RANKME_FAST_CACHE")
-    os.environ["RANKME_FAST_CACHE"] = str(tmp_path_factory.mktemp("audio-cache"))
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    (shared / "audio-cache").mkdir(exist_ok=True)
+    os.environ["RANKME_FAST_CACHE"] = str(shared / "audio-cache")
     yield
     if previous is None:
         del os.environ["RANKME_FAST_CACHE"]

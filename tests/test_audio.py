@@ -12,7 +12,7 @@ import torch
 
 import rankme_fast as rf
 from rankme_fast import audio
-from rankme_fast.audio.datasets import synthesizers
+from rankme_fast.audio.datasets import benchmark, synthesizers
 
 SR = audio.SAMPLE_RATE
 
@@ -270,14 +270,37 @@ def test_tiny_benchmark_is_deterministic_and_cached(tiny, bench_cache, monkeypat
 
     monkeypatch.setattr(synthesizers, "decode", recording_decode)
     again = audio.make_benchmark("tiny", seed=0, cache=False, workers=1)  # another schedule of the processes
+    difference = benchmark.first_difference(again, tiny)
+    assert difference is None, difference
     pcm = np.round(again.waves * 32767.0).astype(np.int16)  # what the cache stores
     np.testing.assert_array_equal(pcm.astype(np.float32) / 32767.0, tiny.waves)
     if tiny.synthesizers == "real":  # the resampler is not thread-safe: decoding stays in one thread
         assert decoded_in == {threading.current_thread().name}
+        assert set(tiny.digests) == set(benchmark.DIGESTS)  # the cache stores both stages' digests
     assert list(audio.datasets.cache_dir().glob("tiny-seed0-*.npz"))
     assert not list(audio.datasets.cache_dir().glob("*.tmp"))
     other = audio.make_benchmark("tiny", seed=1, cache=False)
     assert not np.allclose(other.waves[: len(tiny)], tiny.waves)
+
+
+def test_rendering_on_a_machine_s_first_run_equals_every_later_run(tmp_path, monkeypatch):
+    """espeak-ng's breath noise ("+f3" voices) draws from the C library's rand(), and the
+    PulseAudio client it loads draws 12 values from the same generator when it must create its
+    runtime directory: with no XDG_RUNTIME_DIR and a HOME without ~/.config/pulse, as on a fresh
+    machine. The benchmark's synthesiser processes must not see the caller's state."""
+    if synthesizers.missing():
+        pytest.skip("real synthesizers missing: " + "; ".join(synthesizers.missing().values()))
+    monkeypatch.setenv("HOME", str(tmp_path))  # a machine whose user has never run a synthesiser
+    for name in ("XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "PULSE_RUNTIME_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    plan = [dict(clip, index=i) for i, clip in enumerate(benchmark._plan("tiny", 0)[10:14])]  # espeak "+f3"
+    assert all(clip["voice"].endswith("+f3") for clip in plan)
+    renders = [benchmark._render(plan, "real", workers=1, progress=False) for _ in range(3)]
+    for audio_, digests in renders[1:]:
+        for stage in benchmark.DIGESTS:
+            np.testing.assert_array_equal(digests[stage], renders[0][1][stage], err_msg=stage)
+        for clip, first in zip(audio_, renders[0][0], strict=True):
+            np.testing.assert_array_equal(clip, first)
 
 
 def test_two_processes_rendering_one_preset_at_once_share_the_cache_safely(tmp_path, tiny):
@@ -295,10 +318,12 @@ def test_two_processes_rendering_one_preset_at_once_share_the_cache_safely(tmp_p
     assert [run.wait(timeout=300) for run in runs] == [0, 0]
     for i in range(2):
         np.testing.assert_array_equal(np.load(tmp_path / f"{i}.npy"), tiny.waves)
-    entries = list((tmp_path / "shared" / "audio").iterdir())
+    entries = [entry for entry in (tmp_path / "shared" / "audio").iterdir() if entry.suffix != ".lock"]
     assert len(entries) == 1 and entries[0].suffix == ".npz"
     with np.load(entries[0]) as stored:
         np.testing.assert_array_equal(stored["pcm"].astype(np.float32) / 32767.0, tiny.waves)
+        for stage in benchmark.DIGESTS if tiny.synthesizers == "real" else ():
+            np.testing.assert_array_equal(stored[stage], tiny.digests[stage], err_msg=stage)
 
 
 def test_procedural_fallback_runs_without_the_apt_packages(tmp_path, monkeypatch, bench_cache):

@@ -215,3 +215,38 @@ def test_peak_microbenchmark_runs_for_each_variant(isa):
     assert rf._C.cpu_peak_gflops(isa, "fp32", 0.02) > 0
     bf16 = rf._C.cpu_peak_gflops(isa, "bf16", 0.02)
     assert (bf16 > 0) == (isa == "avx512bf16")
+
+
+_THREADED = """
+import hashlib, sys
+import numpy as np, torch
+from rankme_fast._inputs import as_matrix
+from rankme_fast.backends.cpu_backend import CpuBackend, instruction_set
+rng = np.random.default_rng(0)
+z = torch.from_numpy(rng.standard_normal((3001, 301)) * np.arange(1, 302) ** -0.5 + 2.0)
+for isa in sys.argv[1:]:
+    for dtype, precision in ((torch.float64, "exact"), (torch.float32, "exact"), (torch.float32, "fast"),
+                             (torch.bfloat16, "fast")):
+        for shift in (None, z.to(dtype).double().mean(0)):
+            gram = torch.zeros(301, 301, dtype=torch.float64)
+            with instruction_set(isa):
+                CpuBackend("tiled").add_gram(as_matrix(z.to(dtype)), gram, shift, precision)
+            print(isa, dtype, precision, shift is None, hashlib.sha256(torch.tril(gram).numpy().tobytes()).hexdigest())
+"""
+
+
+def test_the_tiled_kernel_gives_the_same_bits_on_one_thread_and_on_two():
+    """Each thread owns whole groups of Gram rows and sums the rows in one order, so the result
+    does not depend on the thread count: the test suite itself may run with one thread each."""
+    import os
+    import subprocess
+    import sys
+
+    runs = {}
+    for threads in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads}
+        done = subprocess.run([sys.executable, "-c", _THREADED, *ISAS], env=env, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[threads] = done.stdout.splitlines()
+    assert len(runs["1"]) == 8 * len(ISAS) and runs["1"] == runs["2"]

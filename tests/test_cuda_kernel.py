@@ -41,9 +41,10 @@ def test_warp_tile_maps_match_the_tensor_core_layouts(tmp_path):
 
 @pytest.mark.slow
 def test_cuda_kernel_source_runs_correctly_under_cpu_emulation(tmp_path):
-    """syrk_kernel.cuh itself, one std::thread per CUDA thread: every variant and dtype, the
-    16-byte and scalar load paths, shift, column sums, direct and atomic epilogues."""
-    output = _build_and_run("syrk_emulation_test.cpp", tmp_path, "c++20", "-pthread", "-fno-strict-aliasing")
+    """syrk_kernel.cuh itself, one fiber per CUDA thread (tests/cpp/cuda_emulation.h): every
+    variant and dtype, the 16-byte and scalar load paths, shift, column sums, direct and atomic
+    epilogues."""
+    output = _build_and_run("syrk_emulation_test.cpp", tmp_path, "c++20", "-fno-strict-aliasing")
     assert output.count(": ok") >= 50
 
 

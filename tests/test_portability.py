@@ -16,6 +16,7 @@ import rankme_fast as rf
 
 QEMU = shutil.which("qemu-x86_64")
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(platform.machine() != "x86_64", reason="x86-64 CPU models only"),
     pytest.mark.skipif(QEMU is None, reason="qemu-x86_64 not found (apt-get install qemu-user)"),
     pytest.mark.skipif(rf._C is None, reason="rankme_fast._C is not built"),
@@ -39,9 +40,13 @@ print("ok")
 
 
 def _under(cpu: str, code: str, **env: str) -> subprocess.CompletedProcess:
+    """Run `code` on qemu's model of `cpu`. OpenBLAS (numpy's and scipy-openblas32) is told the
+    core by name: numpy 2.4.6's copy picked its Haswell kernels under the emulated Nehalem
+    (OPENBLAS_VERBOSE=2 printed "Core: Haswell") and died at import on the first AVX
+    instruction, before any code of this package ran. This package's own dispatch reads cpuid."""
     return subprocess.run(
         [QEMU, "-cpu", cpu, sys.executable, "-c", code],
-        env={**os.environ, **env},
+        env={**os.environ, "OPENBLAS_CORETYPE": cpu, **env},
         capture_output=True,
         text=True,
         timeout=600,

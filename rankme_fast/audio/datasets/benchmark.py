@@ -8,16 +8,27 @@ Tasks (labels -1 where a clip is not part of a task):
   instrument  General MIDI family (10) of a rendered note; split by soundfont (TimGM6mb held out)
   pitch       which of 8 notes (C3 … B5, a fourth apart) is played; split by soundfont
 Each clip gets a random onset, gain (-12 … 0 dB) and white noise (20 … 40 dB SNR), all fixed by
-the seed. Rendering is deterministic; the result is cached under `cache_dir()`."""
+the seed.
+
+What is guaranteed: on one machine, a preset's audio is a pure function of (preset, seed, the
+versions of the synthesisers, their data files, libsndfile and soxr): bit-identical across
+processes, worker counts, test order, and a cold or warm cache. The cache key holds all of
+these (`synthesizers.versions()`), and each entry stores two digests per clip, of the
+synthesiser's WAV bytes and of the decoded audio, so a difference says which stage it came
+from (`first_difference`). Across CPUs the resampler may choose other SIMD code and differ in
+the last bit."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
 import warnings
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +128,7 @@ FAMILIES = {  # General MIDI family → programs that FluidR3_GM, TimGM6mb and f
     "pipe": [72, 73, 74, 75],
 }
 PITCHES = [48, 53, 58, 63, 68, 73, 78, 83]
+DIGESTS = ("synthesised", "decoded")  # the stages a render records a digest of, in order
 FONTS = ["FluidR3_GM", "freepats", "TimGM6mb"]  # the last is the held-out test soundfont
 TEST_FONT = "TimGM6mb"
 PRESETS = {
@@ -154,6 +166,9 @@ class Benchmark:
     synthesizers: str  # "real" or "procedural"
     sr: int = SAMPLE_RATE
     notes: list[str] = field(default_factory=list)
+    digests: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per clip, for real synthesisers: sha256 (hex, 16 digits) of the synthesiser's WAV bytes
+    ("synthesised") and of the decoded float32 audio before augmentation ("decoded")."""
 
     def __len__(self) -> int:
         return self.waves.shape[0]
@@ -203,28 +218,67 @@ def make_benchmark(
         notes.append("procedural fallback: " + "; ".join(absent.values()))
         warnings.warn(f"make_benchmark: {notes[-1]}", RuntimeWarning, stacklevel=2)
     plan = _plan(preset, seed)
-    key = hashlib.sha256(json.dumps([VERSION, preset, seed, mode, plan], sort_keys=True).encode()).hexdigest()[:16]
+    depends_on = synthesizers.versions() if mode == "real" else {}
+    key = hashlib.sha256(
+        json.dumps([VERSION, preset, seed, mode, plan, depends_on], sort_keys=True).encode()
+    ).hexdigest()[:16]
     path = cache_dir() / f"{preset}-seed{seed}-{mode}-{key}.npz"
-    if cache and path.exists():
-        with np.load(path) as stored:
-            waves = stored["pcm"].astype(np.float32) / 32767.0
-    else:
-        waves = _augment(_render(plan, mode, workers, progress), plan, seed)
-        if cache:
-            _store_atomically(path, pcm=np.round(waves * 32767.0).astype(np.int16))
-            waves = np.round(waves * 32767.0).astype(np.int16).astype(np.float32) / 32767.0  # as a reload gives
+    with _one_renderer(path) if cache else contextlib.nullcontext():
+        if cache and path.exists():
+            with np.load(path) as stored:
+                waves = stored["pcm"].astype(np.float32) / 32767.0
+                digests = {name: stored[name] for name in DIGESTS if name in stored}
+        else:
+            raw, digests = _render(plan, mode, workers, progress)
+            waves = _augment(raw, plan, seed)
+            if cache:
+                _store_atomically(path, pcm=_pcm(waves), **digests)
+                waves = _pcm(waves).astype(np.float32) / 32767.0  # as a reload gives
     meta = {
         name: np.array([clip[name] for clip in plan], dtype=object)
         for name in ("source", "kind", "engine", "voice", "language", "text", "font", "program")
     }
-    return Benchmark(waves, meta, _tasks(plan, seed), preset, seed, mode, notes=notes)
+    return Benchmark(waves, meta, _tasks(plan, seed), preset, seed, mode, notes=notes, digests=digests)
+
+
+def first_difference(a: Benchmark, b: Benchmark) -> str | None:
+    """Where two renders of one preset first differ, stage by stage (synthesiser output,
+    decoded audio, the stored 16-bit clip), or None when they store the same bits."""
+    if a.waves.shape != b.waves.shape:
+        return f"shapes differ: {a.waves.shape} and {b.waves.shape}"
+    for stage in DIGESTS:
+        if stage in a.digests and stage in b.digests:
+            differ = np.flatnonzero(a.digests[stage] != b.digests[stage])
+            if differ.size:
+                return f"{stage} audio differs in clips {_clip_list(a, differ)}"
+    differ = np.flatnonzero((_pcm(a.waves) != _pcm(b.waves)).any(axis=1))
+    return f"stored 16-bit audio differs in clips {_clip_list(a, differ)}" if differ.size else None
+
+
+def _pcm(waves: np.ndarray) -> np.ndarray:
+    """The 16-bit samples a cache entry stores (a render not cached is compared in this form)."""
+    return np.round(waves * 32767.0).astype(np.int16)
+
+
+def _clip_list(bench: Benchmark, clips: np.ndarray) -> str:
+    shown = ", ".join(f"{i} ({bench.meta['source'][i]})" for i in clips[:5])
+    return shown + (f" and {clips.size - 5} more" if clips.size > 5 else "")
+
+
+@contextlib.contextmanager
+def _one_renderer(path: Path) -> Iterator[None]:
+    """Held while this process looks for or renders the cache entry `path`: another process
+    asking for the same entry meanwhile waits, then loads what this one stored."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "ab") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
 
 
 def _store_atomically(path: Path, **arrays: np.ndarray) -> None:
-    """Write an .npz cache entry that readers see whole or not at all: a temporary file of this
-    process's own in the same directory, flushed to disk, then renamed over `path`. Two
-    processes rendering the same preset at once each write their own file; the last rename wins
-    and both files hold the same (bit-identical) audio."""
+    """Write an .npz cache entry that readers see whole or not at all, even after a crash: a
+    temporary file of this process's own in the same directory, flushed to disk, then renamed
+    over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -319,13 +373,16 @@ def _plan(preset: str, seed: int) -> list[dict]:
     return clips
 
 
-def _render(plan: list[dict], mode: str, workers: int | None, progress: bool) -> list[np.ndarray]:
-    """Raw audio of every planned clip (speech per clip, notes batched per soundfont/program).
+def _render(
+    plan: list[dict], mode: str, workers: int | None, progress: bool
+) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """Raw audio of every planned clip (speech per clip, notes batched per soundfont/program),
+    and the per-clip digests of each stage (`DIGESTS`; none for procedural audio).
     Synthesiser processes run `workers` at a time; their output is decoded afterwards, in plan
     order, in this thread (the resampler is not thread-safe), so the audio is bit-identical
     however the processes were scheduled."""
     if mode == "procedural":
-        return _render_procedural(plan)
+        return _render_procedural(plan), {}
     speech = [c for c in plan if c["kind"] == "speech"]
     groups: dict[tuple[str, int], list[dict]] = {}
     for clip in plan:
@@ -345,17 +402,25 @@ def _render(plan: list[dict], mode: str, workers: int | None, progress: bool) ->
     jobs = [(say, clip, [clip], f"{clip['engine']} {clip['voice']} {clip['text']!r}") for clip in speech]
     jobs += [(play, key, groups[key], f"{key[0]} program {key[1]}") for key in groups]
     out: list[np.ndarray | None] = [None] * len(plan)
+    digests = {stage: np.empty(len(plan), dtype="<U16") for stage in DIGESTS}
     bar = _progress(len(jobs), progress)
     with ThreadPoolExecutor(max_workers=workers or min(4, (os.cpu_count() or 1) + 1)) as pool:
         futures = [pool.submit(fn, arg) for fn, arg, _, _ in jobs]
         for future, (_, _, clips, what) in zip(futures, jobs, strict=True):
-            audio = synthesizers.decode(future.result(), what)
+            data = future.result()
+            audio = synthesizers.decode(data, what)
             pieces = [audio] if clips[0]["kind"] == "speech" else synthesizers.note_slices(audio, len(clips))
             for clip, piece in zip(clips, pieces, strict=True):
                 out[clip["index"]] = piece
+                digests["synthesised"][clip["index"]] = _digest(data)
+                digests["decoded"][clip["index"]] = _digest(np.ascontiguousarray(piece, dtype=np.float32).tobytes())
             bar.update(1)
     bar.close()
-    return out  # type: ignore[return-value]
+    return out, digests  # type: ignore[return-value]
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def _render_procedural(plan: list[dict]) -> list[np.ndarray]:
