@@ -2,7 +2,9 @@
 # (building rankme_fast._C), then run the tests / the demo.
 #
 # OFFLINE=1 is the one switch for a machine with its own torch/Triton and no package
-# registry (the GPU box): the venv sees the system site-packages and nothing is downloaded.
+# registry (the GPU box): the venv sees the packages of $(PYTHON) (its system site-packages and,
+# when $(PYTHON) is itself a venv's, as an image's torch often is, that venv's too) and nothing
+# is downloaded.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -73,8 +75,14 @@ bench-audio: $(VENV)/.installed
 	$(PY) bench/bench_audio.py speed
 	$(PY) bench/bench_audio.py ladder --preset small
 
-$(VENV)/.installed: $(SOURCES)
-	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+ifeq ($(OFFLINE),1)
+	$(PYTHON) -c "import site; print('\n'.join(site.getsitepackages()))" > \
+		"$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_offline_parent.pth"
+endif
+
+$(VENV)/.installed: $(SOURCES) | $(PY)
 ifneq ($(OFFLINE),1)
 	command -v espeak-ng >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		{ apt-get install -y -q $(APT_AUDIO) || { apt-get update -q && apt-get install -y -q $(APT_AUDIO); }; }; } || \

@@ -1,8 +1,9 @@
 """Builds rankme_fast._C by driving CMake (see CMakeLists.txt for the switches).
 
 Environment: RANKME_FAST_CUDA=AUTO|ON|OFF, RANKME_FAST_BLAS=AUTO|ON|OFF,
-RANKME_FAST_NATIVE_ARCH=ON|OFF, RANKME_FAST_REQUIRE_EXTENSION=1 to make a failed native build
-an error (otherwise the package installs without _C and falls back to the torch backend).
+RANKME_FAST_NATIVE_ARCH=ON|OFF, RANKME_FAST_CUDA_ARCHITECTURES (CMake's list, e.g. "90-real";
+default: CMakeLists.txt's), RANKME_FAST_REQUIRE_EXTENSION=1 to make a failed native build an
+error (otherwise the package installs without _C and falls back to the torch backend).
 """
 
 import os
@@ -47,6 +48,8 @@ class CMakeBuild(build_ext):
         for switch in ("RANKME_FAST_CUDA", "RANKME_FAST_BLAS", "RANKME_FAST_NATIVE_ARCH"):
             if switch in os.environ:
                 args.append(f"-D{switch}={os.environ[switch]}")
+        if "RANKME_FAST_CUDA_ARCHITECTURES" in os.environ:  # e.g. "90-real": one GPU's code, a faster build
+            args.append(f"-DCMAKE_CUDA_ARCHITECTURES={os.environ['RANKME_FAST_CUDA_ARCHITECTURES']}")
         generator = ["-G", "Ninja"] if _has_ninja() else []
         cmake = _tool("cmake")
         subprocess.run([cmake, str(ROOT), *generator, *args], cwd=build_dir, check=True)

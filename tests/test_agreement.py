@@ -134,3 +134,35 @@ def test_spectrum_fields(rng):
     assert spec.eigenvalues.dtype == np.float64
     assert np.all(np.diff(spec.eigenvalues) <= 0)
     np.testing.assert_allclose(spec.singular_values, np.linalg.svd(z.numpy(), compute_uv=False), rtol=1e-10)
+
+
+_SWITCHED = """
+import sys, torch, rankme_fast as rf
+exec(sys.argv[1])
+z = torch.randn(500, 64, generator=torch.Generator().manual_seed(0)) + 3.0
+fast, exact = (rf.GramAccumulator(precision=p, backend="torch").update(z).gram() for p in ("fast", "exact"))
+print(bool(torch.equal(fast, exact)))
+"""
+
+
+@pytest.mark.parametrize(
+    "switch",
+    [
+        "pass",
+        "torch.set_float32_matmul_precision('medium')",
+        "torch.backends.mkldnn.matmul.fp32_precision = 'bf16'",
+        "torch.backends.fp32_precision = 'tf32'",
+        "torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.mkldnn.matmul.fp32_precision = 'tf32'",
+    ],
+)
+def test_torch_fast_mode_multiplies_in_float64_when_float32_products_are_reduced(switch):
+    """torch's process-wide switches may turn float32 products into TF32 or bfloat16 ones, which
+    the fast mode's bound does not cover: the torch backend then takes the float64 route. (In a
+    child process: the switches are global, and some combinations make torch refuse to report
+    them.)"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _SWITCHED, switch], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == ("False" if switch == "pass" else "True")

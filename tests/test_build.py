@@ -50,3 +50,24 @@ def test_fallback_to_torch_backend_with_one_line_warning():
     assert result.returncode == 0, result.stderr
     assert "using the torch reference backend" in result.stdout
     assert float(result.stdout.split()[-1]) == pytest.approx(4.0, rel=1e-5)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_the_offline_venv_sees_the_packages_of_a_venv_interpreter(tmp_path):
+    """`make OFFLINE=1` on an image whose torch lives in a venv (a GPU image's python3 may be
+    /opt/torch/.venv/bin/python3): the project's venv sees that venv's packages, not only the
+    system's (which --system-site-packages alone would give)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    image = tmp_path / "image"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(image)], check=True, timeout=120)
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = subprocess.run([str(image / "bin" / "python"), "-c", purelib], capture_output=True, text=True, check=True)
+    (Path(site.stdout.strip()) / "package_of_the_image.py").write_text("")
+    venv = tmp_path / "project"
+    subprocess.run(["make", "-s", "-C", str(root), "OFFLINE=1", f"PYTHON={image}/bin/python", f"VENV={venv}",
+                    f"{venv}/bin/python"], check=True, timeout=300)  # fmt: skip
+    found = subprocess.run([str(venv / "bin" / "python"), "-c", "import package_of_the_image"], capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+    assert found.returncode == 0, found.stderr

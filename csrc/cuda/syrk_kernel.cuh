@@ -42,7 +42,7 @@ struct Params {
   const double* shift;
   double* gram;
   double* column_sums;
-  int64_t rows_per_split, tiles_per_side;
+  int64_t splits, tiles_per_side;  // split y takes rows [y·rows/splits, (y+1)·rows/splits)
   int vectorised;  // col_stride 1, rows 4-element aligned: 4 columns per load instruction
   int atomic;      // several splits add into the same tile
 };
@@ -141,8 +141,8 @@ __global__ void __launch_bounds__(kThreads, 1) syrk_kernel(Params p) {
   const bool diagonal = ti == tj;
   const int operands = diagonal ? 1 : 2;
   const int64_t x0[2] = {ti * kTile, tj * kTile};
-  const int64_t begin = static_cast<int64_t>(blockIdx.y) * p.rows_per_split;
-  const int64_t end = begin + p.rows_per_split < p.rows ? begin + p.rows_per_split : p.rows;
+  const int64_t begin = static_cast<int64_t>(blockIdx.y) * p.rows / p.splits;
+  const int64_t end = (static_cast<int64_t>(blockIdx.y) + 1) * p.rows / p.splits;
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int row = tid / 32, col4 = 4 * (tid % 32);  // this thread's loads within a stage
@@ -223,7 +223,9 @@ inline int64_t choose_splits(int64_t rows, int64_t tiles, int64_t concurrent_blo
   return best;
 }
 
-// z must be normalised (rows_ascending). splits <= 0 picks them for `concurrent_blocks`.
+// z must be normalised (rows_ascending). splits <= 0 picks them for `concurrent_blocks`; a
+// request is honoured up to one split per kDepth rows (and the grid's 65535), the rows shared
+// out evenly (split sizes differ by one row at most).
 inline Plan plan_launch(const rf_matrix_view& z, const double* shift, double* gram, double* column_sums,
                         int64_t splits, int64_t concurrent_blocks) {
   const int64_t tiles_per_side = (z.cols + kTile - 1) / kTile;
@@ -232,8 +234,6 @@ inline Plan plan_launch(const rf_matrix_view& z, const double* shift, double* gr
   const int64_t most = (z.rows + kDepth - 1) / kDepth;
   splits = splits < most ? splits : most;
   splits = splits < 65535 ? splits : 65535;
-  const int64_t rows_per_split = ((z.rows + splits - 1) / splits + kDepth - 1) / kDepth * kDepth;
-  splits = (z.rows + rows_per_split - 1) / rows_per_split;
   const int64_t bytes = element_bytes(z.dtype);
   const bool vectorised = z.col_stride == 1 && z.row_stride % 4 == 0 &&
                           reinterpret_cast<uintptr_t>(z.data) % static_cast<uintptr_t>(4 * bytes) == 0;
@@ -241,7 +241,7 @@ inline Plan plan_launch(const rf_matrix_view& z, const double* shift, double* gr
   plan.tiles = static_cast<unsigned>(tiles);
   plan.splits = static_cast<unsigned>(splits);
   plan.params = Params{z.data, z.rows, z.cols, z.row_stride, z.col_stride, shift, gram, column_sums,
-                       rows_per_split, tiles_per_side, vectorised ? 1 : 0, splits > 1 ? 1 : 0};
+                       splits, tiles_per_side, vectorised ? 1 : 0, splits > 1 ? 1 : 0};
   return plan;
 }
 

@@ -45,7 +45,7 @@ seconds_spent: dict[tuple[str, str, str, str, str], float] = {}  # what each sel
 def verdict(backend: Backend, device: torch.device, dtype: str, precision: str) -> str | None:
     """None when `backend` passed its self-check for this case (running it on first call), else
     why it failed; the first failure of a case is also warned about."""
-    key = (backend.name, backend.kernel_in_use(), str(device), dtype, precision)
+    key = _key(backend, device, dtype, precision)
     if key not in _verdicts:
         started = time.perf_counter()
         reason = _self_check(backend, device, dtype, precision)
@@ -57,6 +57,15 @@ def verdict(backend: Backend, device: torch.device, dtype: str, precision: str) 
                           stacklevel=4)  # fmt: skip
         _verdicts[key] = reason
     return _verdicts[key]
+
+
+def seconds(backend: Backend, device: torch.device, dtype: str, precision: str) -> float | None:
+    """What the self-check of this case cost, in seconds (None if it has not run)."""
+    return seconds_spent.get(_key(backend, device, dtype, precision))
+
+
+def _key(backend: Backend, device: torch.device, dtype: str, precision: str) -> tuple[str, str, str, str, str]:
+    return (backend.name, backend.kernel_in_use(), str(device), dtype, precision)
 
 
 def failures(name: str, precision: str) -> list[str]:

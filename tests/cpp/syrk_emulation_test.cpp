@@ -155,9 +155,32 @@ void run_all_dtypes(const char* variant, const Case& c, std::mt19937& rng) {
   run<__nv_bfloat16, Variant>(variant, "bfloat16", c, rng);
 }
 
+// The launch plan honours a requested split count up to one split per kDepth rows (and the
+// grid's 65535), and its splits share the rows out exactly: contiguous, none empty, none twice.
+void check_plans() {
+  int bad = 0;
+  for (const int64_t rows : {1L, 15L, 16L, 17L, 3000L, 4100L, 100000L, (1L << 20) + 3})
+    for (const int64_t request : {0L, 1L, 2L, 3L, 63L, 64L, 65L, 1000L, 70000L}) {
+      const rf_matrix_view view{nullptr, RF_FLOAT32, rows, 200, 200, 1};
+      const Plan plan = plan_launch(view, nullptr, nullptr, nullptr, request, 132);
+      const int64_t most = std::min<int64_t>((rows + kDepth - 1) / kDepth, 65535);
+      if (request > 0 && plan.splits != std::min(request, most)) ++bad;
+      int64_t next = 0;
+      for (int64_t y = 0; y < plan.splits; ++y) {
+        const int64_t begin = y * rows / plan.params.splits, end = (y + 1) * rows / plan.params.splits;
+        bad += begin != next || end <= begin;
+        next = end;
+      }
+      bad += next != rows;
+    }
+  std::printf("launch plans honour the requested splits and cover every row once: %s\n", bad ? "FAIL" : "ok");
+  failures += bad != 0;
+}
+
 }  // namespace
 
 int main() {
+  check_plans();
   std::mt19937 rng(20261122);
   const Case cases[] = {
       {"contiguous, 2 splits", 45, 136, 136, 1, 0, true, true, 2},
