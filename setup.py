@@ -48,7 +48,7 @@ class CMakeBuild(build_ext):
         for switch in ("RANKME_FAST_CUDA", "RANKME_FAST_BLAS", "RANKME_FAST_NATIVE_ARCH"):
             if switch in os.environ:
                 args.append(f"-D{switch}={os.environ[switch]}")
-        if "RANKME_FAST_CUDA_ARCHITECTURES" in os.environ:  # e.g. "90-real": one GPU's code, a faster build
+        if os.environ.get("RANKME_FAST_CUDA_ARCHITECTURES"):  # e.g. "90-real": one GPU's code, a faster build
             args.append(f"-DCMAKE_CUDA_ARCHITECTURES={os.environ['RANKME_FAST_CUDA_ARCHITECTURES']}")
         generator = ["-G", "Ninja"] if _has_ninja() else []
         cmake = _tool("cmake")

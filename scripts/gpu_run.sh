@@ -25,7 +25,9 @@ note() { echo "$*" | tee -a "$summary"; }
 
 note "start $(date -u +%FT%TZ) on $(nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader 2>/dev/null)"
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d . || true)
-export RANKME_FAST_CUDA_ARCHITECTURES=${RANKME_FAST_CUDA_ARCHITECTURES:-${arch:+${arch}-real}}
+if [ -z "${RANKME_FAST_CUDA_ARCHITECTURES:-}" ] && [ -n "$arch" ]; then
+  export RANKME_FAST_CUDA_ARCHITECTURES="${arch}-real"
+fi
 started=$SECONDS
 timeout 240 make OFFLINE=1 PYTHON="$python" .venv/.installed >"$out/build.log" 2>&1
 note "build: exit $? after $((SECONDS - started)) s (CUDA arch ${RANKME_FAST_CUDA_ARCHITECTURES:-CMakeLists default})"
