@@ -31,33 +31,38 @@ def world(group: object | None = None) -> tuple[int, int]:
     return dist.get_rank(group), dist.get_world_size(group)
 
 
-def all_reduce_state(state: GramState, *, device: torch.device | None, group: object | None = None) -> GramState:
+def all_reduce_state(
+    state: GramState | None, *, centered: bool, precision: str, device: torch.device | None, group: object | None = None
+) -> GramState | None:
     """The state of all rows on all ranks of `group`, on every rank (collective: every rank
-    must call it). `device` is where the result lives when this rank had no state.
+    must call it); None when no rank had any. A rank that saw no rows passes None; `device` is
+    where the result lives on such a rank. Counts of rows left out for NaN/Inf are summed too.
 
     Raises ValueError on every rank alike when the ranks disagree on D, centring or
     precision; nothing is modified (the result is a new state)."""
     if not initialized():
         raise RuntimeError("all_reduce needs torch.distributed: call torch.distributed.init_process_group first")
     wire = _wire_device(group)
-    dim, counts = _agree(state, wire, group)
+    dim, counts, skipped = _agree(state, centered, precision, wire, group)
     if dim == 0:
         return state
     total = sum(counts)
-    home = state.gram.device if state.gram is not None else (device or wire)
-    gram = _local(state.gram, (dim, dim), wire)
-    if state.centered:
-        rank_mean = _local(state.mean, (dim,), wire)
-        pooled = rank_mean * state.count
-        dist.all_reduce(pooled, group=group)
-        pooled /= total
-        delta = rank_mean - pooled
-        if state.count:
-            gram.addr_(delta, delta, alpha=float(state.count))
-        dist.all_reduce(gram, group=group)
-        return GramState(gram.to(home), pooled.to(home), total, dim, True, state.precision)
+    home = state.gram.device if state is not None else (device or wire)
+    count = 0 if state is None else int(state.count)
+    gram = _local(None if state is None else state.gram, (dim, dim), wire)
+    mean = None
+    if centered:
+        rank_mean = _local(None if state is None else state.mean, (dim,), wire)
+        mean = rank_mean * count
+        dist.all_reduce(mean, group=group)
+        mean /= total
+        delta = rank_mean - mean
+        if count:
+            gram.addr_(delta, delta, alpha=float(count))
+        mean = mean.to(home)
     dist.all_reduce(gram, group=group)
-    return GramState(gram.to(home), None, total, dim, False, state.precision)
+    total_rows, left_out = (torch.tensor(n, dtype=torch.int64, device=home) for n in (total, skipped))
+    return GramState(gram.to(home), mean, total_rows, left_out, centered, precision)
 
 
 def _wire_device(group: object | None) -> torch.device:
@@ -67,13 +72,17 @@ def _wire_device(group: object | None) -> torch.device:
     return torch.device("cpu")
 
 
-def _agree(state: GramState, wire: torch.device, group: object | None) -> tuple[int, list[int]]:
-    """Exchange (D, count, centred, precision) of every rank; check they agree."""
+def _agree(
+    state: GramState | None, centered: bool, precision: str, wire: torch.device, group: object | None
+) -> tuple[int, list[int], int]:
+    """Exchange (D, count, rows left out, centred, precision) of every rank; check they agree.
+    Returns D (0: no rank has a state), the counts rank by rank, and the rows left out in all."""
     mine = torch.tensor(
-        [state.dim or 0, state.count, int(state.centered), PRECISIONS.index(state.precision)],
+        [0 if state is None else state.dim, 0 if state is None else int(state.count),
+         0 if state is None else int(state.nonfinite), int(centered), PRECISIONS.index(precision)],
         dtype=torch.int64,
         device=wire,
-    )
+    )  # fmt: skip
     rows = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
     dist.all_gather(rows, mine, group=group)
     table = [[int(v) for v in row.tolist()] for row in rows]
@@ -81,12 +90,12 @@ def _agree(state: GramState, wire: torch.device, group: object | None) -> tuple[
     if len(set(dims.values())) > 1:
         listed = ", ".join(f"rank {rank}: D={d}" for rank, d in dims.items())
         raise ValueError(f"cannot all_reduce Gram states of different dimensions ({listed})")
-    for column, what in ((2, "centered"), (3, "precision")):
+    for column, what in ((3, "centered"), (4, "precision")):
         values = {row[column] for row in table}
         if len(values) > 1:
-            shown = [bool(row[2]) if column == 2 else PRECISIONS[row[3]] for row in table]
+            shown = [bool(row[3]) if column == 3 else PRECISIONS[row[4]] for row in table]
             raise ValueError(f"ranks disagree on {what}: {shown} (rank by rank)")
-    return (next(iter(dims.values())) if dims else 0), [row[1] for row in table]
+    return (next(iter(dims.values())) if dims else 0), [row[1] for row in table], sum(row[2] for row in table)
 
 
 def _local(tensor: torch.Tensor | None, shape: tuple[int, ...], wire: torch.device) -> torch.Tensor:

@@ -17,7 +17,7 @@ LAYERS = [
     ("math", ["metrics", "conventions", "spectrum", "slq", "_checks", "_extras"]),
     ("inputs", ["_native", "_inputs"]),
     ("kernels", ["backends"]),
-    ("state", ["state", "distributed", "capping", "accumulate", "ops", "api", "lidar"]),
+    ("state", ["state", "distributed", "capping", "update", "accumulate", "api", "lidar"]),
     ("layers", ["io", "scoring", "integrations", "scaling", "audio", "study", "demo"]),
     ("cli", ["cli"]),
 ]
@@ -104,7 +104,7 @@ def test_imports_point_down_the_layers():
     assert not upward, "\n".join(upward)
 
 
-LAYER_IMPORTS = ["rankme_fast", "rankme_fast.api", "rankme_fast.ops", "rankme_fast.io", "rankme_fast.scoring",
+LAYER_IMPORTS = ["rankme_fast", "rankme_fast.api", "rankme_fast.update", "rankme_fast.io", "rankme_fast.scoring",
                  "rankme_fast.integrations", "rankme_fast.integrations.metric", "rankme_fast.scaling",
                  "rankme_fast.audio", "rankme_fast.study", "rankme_fast.cli"]  # fmt: skip
 

@@ -1,5 +1,5 @@
 """RankMe inside compiled training steps (on the CPU here; tests/test_gpu.py repeats the GPU
-parts): the update is the custom op rankme_fast::fold_, a step that calls `metric.update`
+parts): the update is the custom op rankme_fast::update_state_, a step that calls `metric.update`
 compiles as one graph with torch.compile(fullgraph=True) and equals the eager step, and the
 non-finite policies that never read back from the device keep their contract: nothing
 silently lost, nothing counted twice."""
@@ -12,7 +12,7 @@ import torch
 from conftest import make_embeddings, reference_rankme, relative_error
 
 import rankme_fast as rf
-from rankme_fast import ops
+from rankme_fast import update
 from rankme_fast.integrations import RankMeMetric
 from rankme_fast.state import NonFiniteRowsError
 
@@ -66,7 +66,7 @@ def test_the_op_passes_torch_library_opcheck():
     z = torch.randn(9, 5)
     for centered, policy in ((False, "raise"), (True, "defer")):
         args = (gram, count, nonfinite, mean if centered else gram.new_empty(0), z, centered, "exact", "auto", policy)
-        torch.library.opcheck(torch.ops.rankme_fast.fold_.default, args)
+        torch.library.opcheck(torch.ops.rankme_fast.update_state_.default, args)
 
 
 def test_the_functional_op_on_state_tensors_equals_the_accumulator(rng):
@@ -75,7 +75,7 @@ def test_the_functional_op_on_state_tensors_equals_the_accumulator(rng):
     count, nonfinite = torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64)
     mean = torch.zeros(12, dtype=torch.float64)
     for part in z.split(77):
-        torch.ops.rankme_fast.fold_(gram, count, nonfinite, mean, part, True, "exact", "auto", "defer")
+        torch.ops.rankme_fast.update_state_(gram, count, nonfinite, mean, part, True, "exact", "auto", "defer")
     acc = rf.GramAccumulator(centered=True).update(z)
     assert int(count) == 300 and int(nonfinite) == 0
     scale = float(acc.gram().abs().max())
@@ -181,7 +181,7 @@ def test_bad_options_and_batches_are_refused_before_anything_changes():
     with pytest.raises(TypeError, match=r"dtype torch\.int64"):
         metric.update(torch.ones(3, 4, dtype=torch.int64))
     assert int(metric.count) == 2
-    assert ops.POLICIES == ("raise", "drop", "defer")
+    assert update.NONFINITE_POLICIES == ("auto", "raise", "drop", "defer")
 
 
 def test_reset_keeps_the_state_where_compiled_steps_write_it():

@@ -23,15 +23,22 @@ from torchmetrics import Metric
 
 from rankme_fast._checks import check_positive_int
 from rankme_fast._inputs import as_matrix, check_batch
-from rankme_fast.accumulate import GramAccumulator
 from rankme_fast.backends import check_choice
 from rankme_fast.capping import check_max_samples, room_left
-from rankme_fast.ops import POLICIES
-from rankme_fast.spectrum import METRIC_NAMES
-from rankme_fast.state import GramState, NonFiniteRowsError
+from rankme_fast.distributed import all_reduce_state
+from rankme_fast.spectrum import METRIC_NAMES, spectrum_of_gram
+from rankme_fast.state import (
+    STATE_FORMAT,
+    STATE_VERSION,
+    GramState,
+    NonFiniteRowsError,
+    from_state_dict,
+    merge,
+    symmetric,
+)
+from rankme_fast.update import check_nonfinite, resolve_nonfinite
 
 _STATES = ("gram", "count", "mean")
-_NONFINITE_OPTIONS = ("auto", *POLICIES)
 
 
 class NothingSeenError(ValueError):
@@ -83,8 +90,7 @@ class RankMeMetric(Metric):
         super().__init__(**kwargs)
         check_choice(backend, precision)
         check_positive_int(dim, "dim", optional=True)
-        if nonfinite not in _NONFINITE_OPTIONS:
-            raise ValueError(f"nonfinite must be one of {_NONFINITE_OPTIONS}, got {nonfinite!r}")
+        check_nonfinite(nonfinite)
         if not eps >= 0:
             raise ValueError(f"eps must be a non-negative number, got {eps!r}")
         check_max_samples(max_samples)
@@ -112,7 +118,7 @@ class RankMeMetric(Metric):
     def update(self, embeddings: torch.Tensor | np.ndarray) -> None:
         """Fold a batch of shape (..., D) into the state; a batch with no rows is accepted
         and adds nothing (a rank or a step may have none). Bad input raises, state unchanged.
-        Traceable by torch.compile for tensors (the kernel call is the op rankme_fast::fold_);
+        Traceable by torch.compile for tensors (the update is the op rankme_fast::update_state_);
         with `max_samples` it reads the row count back (one synchronisation on a GPU)."""
         _, rows, dim = check_batch(embeddings, name="embeddings")
         if self.gram.numel() and dim != self.gram.shape[0]:
@@ -137,25 +143,24 @@ class RankMeMetric(Metric):
                 self.mean = torch.zeros(dim, dtype=torch.float64, device=self.gram.device)
             self._static_addresses()
         mean = self.mean if self.centered else self.gram.new_empty(0)
-        policy = self._policy()
-        torch.ops.rankme_fast.fold_(
-            self.gram, self.count, self.nonfinite_rows, mean, z, self.centered, self.precision, self.backend, policy
-        )
+        torch.ops.rankme_fast.update_state_(
+            self.gram, self.count, self.nonfinite_rows, mean, z, self.centered, self.precision, self.backend,
+            self.nonfinite,
+        )  # fmt: skip
 
     def compute(self) -> torch.Tensor | dict[str, torch.Tensor]:
         """RankMe (float64 scalar tensor) of all rows seen, or a dict when `metrics` was given."""
-        skipped = int(self.nonfinite_rows)
-        if skipped and self._policy() == "defer":
-            raise NonFiniteRowsError.deferred(skipped, int(self.count) + skipped)
+        skipped, count = int(self.nonfinite_rows), int(self.count)
+        if skipped and resolve_nonfinite(self.nonfinite, self.gram.device) == "defer":
+            raise NonFiniteRowsError.deferred(skipped, count + skipped)
         if skipped:
             warnings.warn(f"RankMeMetric: {skipped} rows holding NaN or Inf were left out", RuntimeWarning,
                           stacklevel=2)  # fmt: skip
-        accumulator = self.accumulator()
-        if accumulator.count == 0:
+        if count == 0:
             raise NothingSeenError("RankMeMetric.compute(): no rows were seen since the last reset (on any process)")
+        spectrum = spectrum_of_gram(self.gram, count=count, dim=self.gram.shape[0], centered=self.centered)
         if self.metric_names is None:
-            return torch.tensor(accumulator.rankme(self.eps), dtype=torch.float64)
-        spectrum = accumulator.spectrum()
+            return torch.tensor(spectrum.rankme(self.eps), dtype=torch.float64)
         return {
             name: torch.tensor(spectrum.metric(name, self.eps), dtype=torch.float64) for name in self.metric_names
         }
@@ -187,48 +192,35 @@ class RankMeMetric(Metric):
         """Fold another RankMeMetric (or its states) into this one: a sum, or a Chan merge when
         centred."""
         if isinstance(incoming_state, RankMeMetric):
-            other, skipped = incoming_state.accumulator(), incoming_state.nonfinite_rows
+            other = incoming_state._state()
         elif isinstance(incoming_state, Mapping):
-            other = GramAccumulator.from_state_dict(self._as_state_dict(incoming_state))
-            skipped = incoming_state.get("nonfinite_rows", 0)
+            other, _, _ = from_state_dict(self._as_state_dict(incoming_state), self.device)
         else:
             raise TypeError(f"expected a RankMeMetric or a dict of its states, got {type(incoming_state).__name__}")
-        accumulator = self.accumulator()
-        accumulator.merge(other)
-        self._keep(accumulator)
-        self.nonfinite_rows += torch.as_tensor(skipped, device=self.nonfinite_rows.device)
+        if other is None:
+            return
+        if not self.gram.numel():
+            self._take(GramState.zeros(other.dim, centered=self.centered, precision=self.precision,
+                                       device=self.gram.device))  # fmt: skip
+        if other.dim != self.gram.shape[0]:
+            raise ValueError(f"cannot merge dim={other.dim} into dim={self.gram.shape[0]}")
+        merge(self._state(), other)
 
-    def accumulator(self) -> GramAccumulator:
-        """A GramAccumulator over this metric's state tensors (updates write into them)."""
-        sized = self.gram.numel() > 0
-        count = int(self.count)
-        state = GramState(
-            self.gram if sized else None,
-            (self.mean if sized else None) if self.centered else None,
-            count,
-            self.gram.shape[0] if sized else None,
-            self.centered,
-            self.precision,
-        )
-        return GramAccumulator.from_shared_state(state, backend=self.backend, device=self.device)
-
-    def _policy(self) -> str:
-        """The non-finite policy in force: "auto" is "defer" for a state on a GPU, else "raise"."""
-        if self.nonfinite != "auto":
-            return self.nonfinite
-        return "defer" if self.gram.device.type == "cuda" else "raise"
+    def _state(self) -> GramState | None:
+        """This metric's state tensors as a GramState (shared, not copied); None before D is known."""
+        if not self.gram.numel():
+            return None
+        mean = self.mean if self.centered else None
+        return GramState(self.gram, mean, self.count, self.nonfinite_rows, self.centered, self.precision)
 
     # -- torchmetrics internals this metric replaces ----------------------------------------------
 
     def _sync_dist(self, dist_sync_fn: Any = None, process_group: Any = None) -> None:
         """One all_reduce of the Gram (Chan merge when centred) instead of an all-gather."""
-        accumulator = self.accumulator()
-        group = process_group or self.process_group
-        accumulator.all_reduce(group)
-        self._keep(accumulator)
-        skipped = self.nonfinite_rows.to("cuda" if torch.distributed.get_backend(group) == "nccl" else "cpu")
-        torch.distributed.all_reduce(skipped, group=group)
-        self.nonfinite_rows = skipped.to(self.nonfinite_rows.device)
+        reduced = all_reduce_state(self._state(), centered=self.centered, precision=self.precision,
+                                   device=self.gram.device, group=process_group or self.process_group)  # fmt: skip
+        if reduced is not None:
+            self._take(reduced)
 
     def _apply(self, fn: Any, exclude_state: Sequence[str] = ()) -> Metric:
         """Follow device moves, never dtype casts: the states stay float64."""
@@ -276,32 +268,37 @@ class RankMeMetric(Metric):
         if present and self._persistent.get("nonfinite_rows") and prefix + "nonfinite_rows" not in state_dict:
             state_dict[prefix + "nonfinite_rows"] = torch.zeros((), dtype=torch.int64)  # saved before it existed
         if present:
-            loaded = GramAccumulator.from_state_dict(self._as_state_dict(present), device=self.device)
+            skipped = state_dict.get(prefix + "nonfinite_rows")
+            saved = self._as_state_dict(present) | {"nonfinite": 0 if skipped is None else int(skipped)}
+            loaded, _, _ = from_state_dict(saved, self.device)
             dim = self.gram.shape[0] if self.gram.numel() else None
-            if dim is not None and loaded.dim is not None and loaded.dim != dim:
+            if dim is not None and loaded is not None and loaded.dim != dim:
                 raise ValueError(f"cannot load a state of D={loaded.dim} into a RankMeMetric of D={dim}")
             for name in present:
                 state_dict.pop(prefix + name)
-            self._keep(loaded)
-            if loaded.count:
-                self._update_count = max(self._update_count, 1)  # compute() need not warn
+            if loaded is not None:
+                self._take(loaded)
+                if int(loaded.count):
+                    self._update_count = max(self._update_count, 1)  # compute() need not warn
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def _keep(self, accumulator: GramAccumulator) -> None:
-        state = accumulator.shared_state()
-        if state.gram is None:
-            return
-        if self.gram.shape == state.gram.shape and self.count.device == state.gram.device:
-            self.count.fill_(state.count)  # in place, as the other states are: addresses stay
+    def _take(self, state: GramState) -> None:
+        """Make `state` this metric's state, in place where the shapes allow (compiled steps
+        and CUDA graphs keep the addresses they captured)."""
+        if self.gram.shape == state.gram.shape and self.gram.device == state.gram.device:
+            for name, tensor in (("gram", state.gram), ("mean", state.mean), ("count", state.count),
+                                 ("nonfinite_rows", state.nonfinite)):  # fmt: skip
+                if tensor is not None and getattr(self, name).data_ptr() != tensor.data_ptr():
+                    getattr(self, name).copy_(tensor)
         else:
-            self.count = torch.tensor(state.count, dtype=torch.int64, device=state.gram.device)
-        self.gram = state.gram
-        if self.centered:
-            self.mean = state.mean
+            self.gram, self.count = state.gram, state.count.to(state.gram.device)
+            self.nonfinite_rows = state.nonfinite.to(state.gram.device)
+            if self.centered:
+                self.mean = state.mean
         self._static_addresses()
 
     def _as_state_dict(self, states: Mapping[str, Any]) -> dict[str, Any]:
@@ -316,15 +313,16 @@ class RankMeMetric(Metric):
             raise ValueError(f"RankMeMetric state count must be one integer, got {count!r}")
         sized = gram.numel() > 0
         if gram.ndim == 2 and gram.shape[0] == gram.shape[1] and sized:
-            gram = torch.tril(gram) + torch.tril(gram, -1).T
+            gram = symmetric(gram)
         mean = states.get("mean") if self.centered and sized else None
         return {
-            "format": "rankme_fast.GramAccumulator",
-            "version": 1,
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
             "dim": None,
             "count": int(count),
             "centered": self.centered,
             "precision": self.precision,
             "gram": gram if sized else None,
             "mean": mean,
+            "nonfinite": int(states.get("nonfinite_rows", 0)),
         }

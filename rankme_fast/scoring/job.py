@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from rankme_fast._checks import check_positive_int
 from rankme_fast._inputs import torch_dtype
-from rankme_fast.accumulate import NONFINITE_POLICIES, GramAccumulator
+from rankme_fast.accumulate import GramAccumulator
 from rankme_fast.backends import check_choice
 from rankme_fast.capping import local_share
 from rankme_fast.distributed import world
@@ -32,6 +32,7 @@ from rankme_fast.scoring import checkpoint
 from rankme_fast.scoring.prefetch import BadFile, Prefetcher
 from rankme_fast.spectrum import METRIC_NAMES
 from rankme_fast.state import NonFiniteRowsError
+from rankme_fast.update import check_nonfinite
 
 BATCH_BYTES = 16 << 20  # default batch: 16 MiB of input rows (up to 4 are in flight: read, queued, used)
 
@@ -307,8 +308,7 @@ def _survey(files: list[str], options: ScoreOptions) -> list[FileReport]:
 
 def _check(options: ScoreOptions) -> None:
     check_choice(options.backend, options.precision)
-    if options.nonfinite not in NONFINITE_POLICIES:
-        raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {options.nonfinite!r}")
+    check_nonfinite(options.nonfinite)
     unknown = [m for m in options.metrics if m not in METRIC_NAMES]
     if unknown or not options.metrics:
         raise ValueError(f"metrics must be among {', '.join(METRIC_NAMES)}; got {list(options.metrics)}")
