@@ -16,7 +16,7 @@ encoder already in that file for the same benchmark is kept, not re-run (`--redo
 CREPE runs with a 100 ms hop in the ladder (10 frames/s instead of 100) to fit this machine.
 `corpus`: one hour of files (the tiny benchmark's clips joined into 60 one-minute files as wav,
 flac, ogg and mp3 at 16, 22.05, 44.1 and 48 kHz, mono and stereo) scored by
-`rankme_fast.audio.corpus.score_encoder` with 2 decoding processes, as `rankme-fast audio`
+`rankme_fast.audio.audio_corpus.score_encoder` with 2 decoding processes, as `rankme-fast audio`
 does, for log-mel, crepe-tiny (100 ms hop) and fcpe: audio seconds per second and where the
 time goes (the model, the Gram updates, waiting for decoded audio; the decoders' CPU time);
 each encoder runs up to 3 times while its runs take under 30 s in all, and the median run (by
@@ -182,7 +182,7 @@ def make_corpus(directory: Path, minutes: int = 60) -> list[str]:
 
 
 def corpus(args: argparse.Namespace) -> dict:
-    from rankme_fast.audio.corpus import AudioOptions, score_encoder
+    from rankme_fast.audio.audio_corpus import AudioOptions, score_encoder
 
     paths = make_corpus(Path(args.dir), args.minutes)
     result = {"machine": machine(), "command": "python bench/bench_audio.py corpus", "files": len(paths),

@@ -32,7 +32,7 @@ from bench_cpu import cpu_model
 import rankme_fast as rf
 from rankme_fast.io import open_source
 from rankme_fast.scoring import ScoreOptions, score_files
-from rankme_fast.scoring.job import BATCH_BYTES
+from rankme_fast.scoring.embedding_corpus import BATCH_BYTES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARD_BYTES = 512 << 20

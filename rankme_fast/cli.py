@@ -1,6 +1,6 @@
 """The `rankme-fast` command: `fit TABLE --x COL --y COL [--x2 COL] --form NAME --out DIR`,
-`study --preset quick|full --out DIR`, `score PATH...` (rankme_fast.scoring.command) and
-`audio ENCODER PATH...` (rankme_fast.audio.command)."""
+`study --preset quick|full --out DIR`, `score PATH...` (rankme_fast.scoring.score_command) and
+`audio ENCODER PATH...` (rankme_fast.audio.audio_command)."""
 
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _add_audio_parser(commands: argparse._SubParsersAction) -> None:
-    """`rankme-fast audio`, when the audio extra is installed (rankme_fast.audio.command)."""
+    """`rankme-fast audio`, when the audio extra is installed (rankme_fast.audio.audio_command)."""
     try:
-        from rankme_fast.audio.command import add_parser
+        from rankme_fast.audio.audio_command import add_parser
     except ImportError as error:
         missing = commands.add_parser("audio", help=f"unavailable: {error}")
         missing.set_defaults(run=lambda args, error=error: _unavailable(error))
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     study.add_argument("--no-ladder", action="store_true", help="skip the pretrained-model ladder")
     study.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the CIs")
     study.set_defaults(run=_study)
-    from rankme_fast.scoring.command import add_parser as add_score_parser
+    from rankme_fast.scoring.score_command import add_parser as add_score_parser
 
     add_score_parser(commands)
     _add_audio_parser(commands)

@@ -12,11 +12,21 @@ A rank that saw no rows (no state, unknown D) takes part with zeros.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 
 from rankme_fast.backends.base import PRECISIONS
 from rankme_fast.state import GramState
+
+
+def join_from_environment() -> bool:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); True when this call did."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or initialized():
+        return False
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
 
 
 def initialized() -> bool:

@@ -18,6 +18,7 @@ LAYERS = [
     ("inputs", ["_native", "_inputs"]),
     ("kernels", ["backends"]),
     ("state", ["state", "distributed", "capping", "update", "accumulate", "api", "lidar"]),
+    ("engine", ["corpus"]),
     ("layers", ["io", "scoring", "integrations", "scaling", "audio", "study", "demo"]),
     ("cli", ["cli"]),
 ]

@@ -19,7 +19,7 @@ from conftest import make_embeddings
 
 import rankme_fast as rf
 from rankme_fast.cli import main as cli
-from rankme_fast.io import BadFileError, expand_paths, numpy_files, open_source
+from rankme_fast.io import BadFileError, embedding_paths, numpy_files, open_source
 from rankme_fast.scoring import ScoreOptions, score_files
 
 EXACT = 1e-9
@@ -115,7 +115,7 @@ def test_directories_globs_per_file_and_the_row_cap(tmp_path, z, capsys):
     parts = np.array_split(z, 3)
     for index, part in enumerate(parts):
         np.save(shards / ("deeper" if index == 2 else "") / f"part{index}.npy", part)
-    order = [Path(p).name for p in expand_paths([shards])]
+    order = [Path(p).name for p in embedding_paths([shards])]
     assert order == ["part2.npy", "part0.npy", "part1.npy"]  # sorted paths: deeper/ before part0.npy
     assert _close(_score([shards]), rf.rankme(z))
     assert _close(_score([str(shards / "**" / "*.npy")]), rf.rankme(z))

@@ -11,20 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from rankme_fast.audio.io import resample, to_mono
-from rankme_fast.io import expand_paths
+from rankme_fast.corpus import BadFileError, expand_paths
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
-class BadAudioError(ValueError):
-    """A file that cannot be scored: unreadable, corrupt, empty."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path, self.problem = str(path), problem
-
-    def __reduce__(self) -> tuple:  # crosses from the decoding processes intact
-        return (BadAudioError, (self.path, self.problem))
+class BadAudioError(BadFileError):
+    """An audio file that cannot be scored: unreadable, corrupt, empty."""
 
 
 def expand_audio_paths(paths: Sequence[str | Path]) -> list[str]:

@@ -1,41 +1,24 @@
 """Embedding sources for offline scoring: files of any size read in row batches with
-bounded memory. `expand_paths` turns files, directories and globs into a sorted file list;
-`open_source` opens one file by its suffix."""
+bounded memory. `open_source` opens one file by its suffix; `embedding_paths` lists the
+embedding files of files, directories and globs."""
 
 from __future__ import annotations
 
-import glob
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
-from rankme_fast.io.source import BadFileError, Rows, Source
+from rankme_fast.corpus import BadFileError, expand_paths
+from rankme_fast.io.source import Rows, Source
 
 SUFFIXES = (".npy", ".npz", ".safetensors", ".parquet", ".arrow", ".feather", ".h5", ".hdf5")
 
-__all__ = ["SUFFIXES", "BadFileError", "Rows", "Source", "expand_paths", "open_source"]
+__all__ = ["SUFFIXES", "BadFileError", "Rows", "Source", "embedding_paths", "open_source"]
 
 
-def expand_paths(paths: Sequence[str | Path], suffixes: Sequence[str] = SUFFIXES, kind: str = "embedding") -> list[str]:
-    """Files named, the files with one of `suffixes` (any case) under directories (recursive,
-    sorted), and glob matches (sorted), in the order given, each once. A path that matches
-    nothing raises ValueError naming it and the `kind` of file looked for."""
-    files: list[str] = []
-    seen: set[str] = set()
-    for given in map(str, paths):
-        if Path(given).is_file():
-            found = [given]
-        elif Path(given).is_dir():
-            found = sorted(str(p) for p in Path(given).rglob("*") if p.suffix.lower() in suffixes and p.is_file())
-        else:
-            found = sorted(p for p in glob.glob(given, recursive=True) if Path(p).is_file())
-        if not found:
-            raise ValueError(f"{given}: no such file, or no {kind} files ({', '.join(suffixes)}) there")
-        for file in found:
-            if file not in seen:
-                seen.add(file)
-                files.append(file)
-    return files
+def embedding_paths(paths: Sequence[str | Path]) -> list[str]:
+    """The embedding files of files, directories (recursive) and globs, in order, each once."""
+    return expand_paths(paths, SUFFIXES, kind="embedding")
 
 
 def open_source(path: str, *, key: str | None = None, column: str | None = None) -> Source:

@@ -5,23 +5,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from rankme_fast.corpus import BadFileError
+
+__all__ = ["FLOAT_DTYPES", "BadFileError", "Rows", "Source", "check_shape", "choose_name", "rows_of_slab",
+           "swapped_to_native"]  # fmt: skip
 
 FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 
 Rows = np.ndarray | torch.Tensor  # what GramAccumulator.update takes
-
-
-class BadFileError(ValueError):
-    """A file that cannot be scored: unreadable, corrupt, wrong key/column, not float, wrong D."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path, self.problem = str(path), problem
 
 
 class Source(ABC):

@@ -4,6 +4,7 @@ from rankme_fast._extras import require
 
 require("rankme_fast.scoring", "io", "tqdm")
 
-from rankme_fast.scoring.job import FileReport, ScoreOptions, ScoreResult, init_distributed_from_env, score_files
+from rankme_fast.corpus import FileReport
+from rankme_fast.scoring.embedding_corpus import ScoreOptions, ScoreResult, score_files
 
-__all__ = ["FileReport", "ScoreOptions", "ScoreResult", "init_distributed_from_env", "score_files"]
+__all__ = ["FileReport", "ScoreOptions", "ScoreResult", "score_files"]

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from rankme_fast.scoring.command import add_job_options
-from rankme_fast.spectrum import METRIC_NAMES
+from rankme_fast.corpus import add_job_arguments, job_arguments
+from rankme_fast.distributed import join_from_environment
 
 
 def add_parser(commands: Any) -> None:
@@ -40,23 +40,18 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--clip", choices=["file", "window"], default="file",
                         help="what one clip (one clip embedding: the mean of its frames) is")  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="decoding processes (0: decode in this one)")
-    parser.add_argument("--precision", choices=["exact", "fast"], default="exact")
-    parser.add_argument("--metrics", default="rankme", help=f"comma-separated, of {', '.join(METRIC_NAMES)}")
     parser.add_argument("--labels", help="CSV with a 'path' column (as given, or the file name) and labels")
     parser.add_argument("--label-column", help="the column of --labels to probe")
     parser.add_argument("--group-column", help="hold out whole groups of this column (e.g. speaker)")
     parser.add_argument("--law", help="fits.json of `rankme-fast study` or fit.json of `rankme-fast fit`")
     parser.add_argument("--task", default="mean", help="which task's law in a study's fits.json (default: mean)")
     parser.add_argument("--plot", help="write a figure of each encoder's RankMe (against probe accuracy with labels)")
-    parser.add_argument("--json", help="also write the results to this JSON file")
-    parser.add_argument("--per-file", action="store_true", help="frame metrics of each file too")
-    add_job_options(parser, checkpoint="one file per encoder", unit="decoding tasks")
+    add_job_arguments(parser, checkpoint="one file per encoder", unit="decoding tasks")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from rankme_fast.audio.encoders import available_encoders
-    from rankme_fast.scoring.job import init_distributed_from_env
 
     if args.list:
         for name, reason in available_encoders().items():
@@ -68,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--labels needs --label-column")
     labels = _read_labels(args.labels, args.label_column, args.group_column) if args.labels else None
     law = _read_law(args.law, args.task) if args.law else None
-    joined = init_distributed_from_env()
+    joined = join_from_environment()
     try:
         results = [_score_one(spec, args, labels) for spec in args.encoders.split(",") if spec]
     finally:
@@ -90,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _score_one(spec: str, args: argparse.Namespace, labels: dict | None) -> tuple[str, Any, dict | None]:
-    from rankme_fast.audio.corpus import AudioOptions, score_encoder
+    from rankme_fast.audio.audio_corpus import AudioOptions, score_encoder
     from rankme_fast.audio.encoders import encoder_from_spec
 
     scoped = [item.split("=", 1)[0].partition(":") for item in args.option]
@@ -101,12 +96,10 @@ def _score_one(spec: str, args: argparse.Namespace, labels: dict | None) -> tupl
     checkpoint = None
     if args.checkpoint:
         checkpoint = args.checkpoint if "," not in args.encoders else _per_encoder(args.checkpoint, encoder.name)
-    result = score_encoder(encoder, args.paths, AudioOptions(
-        window_seconds=args.window_seconds, clip=args.clip, workers=args.workers, precision=args.precision,
-        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()), per_file=args.per_file,
-        skip_bad=args.skip_bad, keep_clips=labels is not None, checkpoint=checkpoint,
-        checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
-    ))  # fmt: skip
+    result = score_encoder(encoder, args.paths, AudioOptions(**(job_arguments(args) | dict(
+        window_seconds=args.window_seconds, clip=args.clip, workers=args.workers, keep_clips=labels is not None,
+        checkpoint=checkpoint,
+    ))))  # fmt: skip
     return spec, result, (_probe(result, labels) if labels is not None else None)
 
 
@@ -261,7 +254,7 @@ def _print(rows: list[dict[str, Any]], results: list[Any], per_file: bool) -> No
             for report in result.files:
                 if report.error is None and report.metrics:
                     shown = "  ".join(f"{k} {v:.4f}" for k, v in report.metrics.items())
-                    print(f"  {report.path}  {report.seconds:.1f} s  {report.frames:,} frames  {shown}")
+                    print(f"  {report.path}  {report.seconds:.1f} s  {report.rows:,} frames  {shown}")
     sys.stdout.flush()
 
 

@@ -1,6 +1,6 @@
-"""Atomic checkpoints of a scoring job: written to a temporary file beside the target,
-fsynced, then renamed over it, so a kill at any moment leaves either the old checkpoint or
-the new one, never a torn file."""
+"""Atomic checkpoints of a corpus job: written to a temporary file beside the target, fsynced,
+then renamed over it, so a kill at any moment leaves either the old checkpoint or the new one,
+never a torn file."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
-FORMAT = "rankme_fast.score-checkpoint"
+FORMAT = "rankme_fast.corpus-checkpoint"
 VERSION = 1
+EARLIER_FORMATS = ("rankme_fast.score-checkpoint",)  # written before score and audio shared one engine
 
 
 def save_atomic(state: dict[str, Any], path: str | Path) -> None:
@@ -35,8 +36,11 @@ def load(path: str | Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(f"{path}: not a readable scoring checkpoint ({error})") from error
+    if isinstance(state, dict) and state.get("format") in EARLIER_FORMATS:
+        raise ValueError(f"{path}: a checkpoint of an earlier version of rankme-fast, which cannot be resumed; "
+                         "start again without --resume")  # fmt: skip
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
-        raise ValueError(f"{path}: not a rankme-fast score checkpoint")
+        raise ValueError(f"{path}: not a rankme-fast checkpoint")
     return state
 
 

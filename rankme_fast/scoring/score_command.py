@@ -7,7 +7,11 @@ import json
 import os
 from typing import Any
 
-from rankme_fast.spectrum import METRIC_NAMES
+import torch
+
+from rankme_fast.corpus import add_job_arguments, job_arguments
+from rankme_fast.distributed import join_from_environment
+from rankme_fast.scoring.embedding_corpus import ScoreOptions, score_files
 
 
 def add_parser(commands: Any) -> None:
@@ -21,48 +25,25 @@ def add_parser(commands: Any) -> None:
     score.add_argument("--key", help="array / tensor / dataset name in npz, safetensors or HDF5 files")
     score.add_argument("--column", help="list column of Parquet / Arrow files")
     score.add_argument("--centered", action="store_true", help="spectrum of the covariance instead of ZᵀZ")
-    score.add_argument("--precision", default="exact", choices=["exact", "fast"])
-    score.add_argument("--backend", default="auto")
     score.add_argument("--nonfinite", default="raise", choices=["raise", "drop"],
                        help="rows with NaN or Inf: stop, naming the file (raise), or skip and count them")  # fmt: skip
     score.add_argument("--batch-rows", type=int, help="rows per batch (default: 16 MiB of input)")
     score.add_argument("--max-rows", type=int, help="score only the first N rows (in file order)")
-    score.add_argument("--metrics", default="rankme", help=f"comma-separated, of {', '.join(METRIC_NAMES)}")
-    score.add_argument("--eps", type=float, default=1e-7, help="RankMe's epsilon")
-    score.add_argument("--json", help="also write the result to this JSON file")
-    score.add_argument("--per-file", action="store_true", help="metrics of each file too")
-    add_job_options(score, checkpoint="every K batches", unit="batches")
+    add_job_arguments(score, checkpoint="every K batches", unit="batches")
     score.set_defaults(run=run)
 
 
-def add_job_options(parser: argparse.ArgumentParser, *, checkpoint: str, unit: str) -> None:
-    """The options every file-scoring job takes (`score`, `audio`): bad files, checkpoints and
-    resuming, the progress bar. `checkpoint` says when or where saves go, `unit` what K counts."""
-    parser.add_argument("--skip-bad", action="store_true", help="report and skip bad files instead of stopping")
-    parser.add_argument("--checkpoint", help=f"save state and position here (atomically), {checkpoint}")
-    parser.add_argument("--checkpoint-every", type=int, default=20, metavar="K", help=f"{unit} between checkpoints")
-    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
 def run(args: argparse.Namespace) -> int:
-    from rankme_fast.scoring.job import ScoreOptions, init_distributed_from_env, score_files
-
     options = ScoreOptions(
-        key=args.key, column=args.column, centered=args.centered, precision=args.precision, backend=args.backend,
-        nonfinite=args.nonfinite, batch_rows=args.batch_rows, max_rows=args.max_rows, eps=args.eps,
-        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
-        per_file=args.per_file, skip_bad=args.skip_bad, checkpoint=args.checkpoint,
-        checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
+        key=args.key, column=args.column, centered=args.centered, nonfinite=args.nonfinite,
+        batch_rows=args.batch_rows, max_rows=args.max_rows, **job_arguments(args),
     )  # fmt: skip
-    joined = init_distributed_from_env()
+    joined = join_from_environment()
     try:
         result = score_files(args.paths, options)
     finally:
         if joined:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+            torch.distributed.destroy_process_group()
     if _is_main(joined):
         _print(result, args.per_file)
         if args.json:
