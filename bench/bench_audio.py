@@ -3,6 +3,7 @@
     python bench/bench_audio.py speed              # s per audio minute of every adapter
     python bench/bench_audio.py ladder --preset small
     python bench/bench_audio.py corpus             # `rankme-fast audio` on an hour of files
+    python bench/bench_audio.py corpus-ab --baseline DIR   # the same for log-mel, against another tree
     python bench/bench_audio.py files --dir DIR    # only write (4 minutes of) those files
 
 `speed`: each available encoder embeds the same 20 s of generated audio (two 10 s clips) at
@@ -21,6 +22,9 @@ does, for log-mel, crepe-tiny (100 ms hop) and fcpe: audio seconds per second an
 time goes (the model, the Gram updates, waiting for decoded audio; the decoders' CPU time);
 each encoder runs up to 3 times while its runs take under 30 s in all, and the median run (by
 wall time) is reported beside every run's rate and shares → bench/results/audio-corpus-<date>.json.
+`corpus-ab`: log-mel on that hour, this tree and a baseline checkout (DIR, with its own built
+`_C`) alternately, each run in a fresh process, 5 rounds; the median of each and their ratio →
+bench/results/audio-corpus-ab-<date>.json. Run alone: the two share the machine in turn.
 """
 
 from __future__ import annotations
@@ -218,6 +222,43 @@ def corpus(args: argparse.Namespace) -> dict:
     return result
 
 
+AB_RUN = """
+import json, sys
+from rankme_fast import audio
+from rankme_fast.audio.{module} import AudioOptions, score_encoder
+encoder = audio.load_encoder("log-mel")
+result = score_encoder(encoder, json.loads(sys.argv[1]), AudioOptions(workers=int(sys.argv[2]), progress=False))
+print(json.dumps({{"audio_seconds_per_second": result.audio_seconds_per_second,
+                  "rankme": result.metrics["frame"]["rankme"],
+                  "gram_share": result.gram_seconds / result.wall_seconds}}))
+"""
+
+
+def corpus_ab(args: argparse.Namespace) -> dict:
+    """This tree against `args.baseline` on the hour of files, log-mel, alternating runs."""
+    import os
+    import subprocess
+    import sys
+
+    paths = make_corpus(Path(args.dir), args.minutes)
+    trees = {"this": ROOT, "baseline": Path(args.baseline).resolve()}
+    runs: dict[str, list[dict]] = {name: [] for name in trees}
+    for round_ in range(args.rounds):
+        for name in (list(trees) if round_ % 2 == 0 else list(trees)[::-1]):
+            tree = trees[name]
+            module = "audio_corpus" if (tree / "rankme_fast" / "audio" / "audio_corpus.py").exists() else "corpus"
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            command = [sys.executable, "-c", AB_RUN.format(module=module), json.dumps(paths), str(args.workers)]
+            done = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, check=True)
+            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(name, runs[name][-1])
+    medians = {name: statistics.median(r["audio_seconds_per_second"] for r in rows) for name, rows in runs.items()}
+    return {"machine": machine(), "command": f"python bench/bench_audio.py corpus-ab --baseline {args.baseline}",
+            "encoder": "log-mel", "workers": args.workers, "audio_minutes": args.minutes, "rounds": args.rounds,
+            "runs": runs, "median_audio_seconds_per_second": medians,
+            "ratio_this_over_baseline": medians["this"] / medians["baseline"]}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +272,12 @@ def main() -> None:
     files.add_argument("--dir", default="/tmp/rankme-fast-audio-corpus", help="where the hour of files is written")
     files.add_argument("--minutes", type=int, default=60)
     files.add_argument("--workers", type=int, default=2)
+    ab = commands.add_parser("corpus-ab")
+    ab.add_argument("--baseline", required=True, help="a checkout of the code to compare with, its _C built")
+    ab.add_argument("--dir", default="/tmp/rankme-fast-audio-corpus")
+    ab.add_argument("--minutes", type=int, default=60)
+    ab.add_argument("--workers", type=int, default=2)
+    ab.add_argument("--rounds", type=int, default=5)
     write = commands.add_parser("files", help="only write the corpus's files (to try `rankme-fast audio` on)")
     write.add_argument("--dir", required=True)
     write.add_argument("--minutes", type=int, default=4)
@@ -238,8 +285,8 @@ def main() -> None:
     if args.command == "files":
         print("\n".join(make_corpus(Path(args.dir), args.minutes)))
         return
-    if args.command in ("speed", "corpus"):
-        result = speed(args) if args.command == "speed" else corpus(args)
+    if args.command in ("speed", "corpus", "corpus-ab"):
+        result = {"speed": speed, "corpus": corpus, "corpus-ab": corpus_ab}[args.command](args)
         path = ROOT / "bench" / "results" / f"audio-{args.command}-{dt.date.today().isoformat()}.json"
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {path}")

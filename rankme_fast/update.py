@@ -80,7 +80,8 @@ def _add_rows(
     if centered:
         batch_mean = chosen.column_mean(matrix).to(gram.device)
         chosen.add_gram(matrix, gram, batch_mean, precision)
-        chan_merge(gram, mean, count, matrix.rows, batch_mean)
+        rows_before = int(count) if count.device.type == "cpu" else count  # host arithmetic where reading is free
+        chan_merge(gram, mean, rows_before, matrix.rows, batch_mean)
     else:
         chosen.add_gram(matrix, gram, None, precision)
     count.add_(matrix.rows)
