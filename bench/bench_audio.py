@@ -164,7 +164,7 @@ def make_corpus(directory: Path, minutes: int = 60) -> list[str]:
     """`minutes` one-minute files of the tiny benchmark's clips (reused in turn), written once."""
     import soundfile
 
-    from rankme_fast.audio.io import resample
+    from rankme_fast.audio.waves import resample
 
     directory.mkdir(parents=True, exist_ok=True)
     bench = audio.make_benchmark("tiny", seed=0)

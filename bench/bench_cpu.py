@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import rankme_fast as rf
-from rankme_fast._inputs import as_matrix
+from rankme_fast._inputs import kernel_input
 from rankme_fast.backends.cpu_backend import CpuBackend, cpu_info, instruction_set
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -46,7 +46,7 @@ def cpu_model() -> str:
 
 def gram_with(kernel: str, precision: str, z: torch.Tensor, isa: str | None = None) -> Callable[[], object]:
     """The C++ Gram step of `z`; `isa` forces the tiled kernel's instruction-set variant."""
-    backend, matrix = CpuBackend(kernel), as_matrix(z)
+    backend, matrix = CpuBackend(kernel), kernel_input(z)
 
     def run() -> torch.Tensor:
         gram = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float64)

@@ -12,7 +12,7 @@ wrong kernel is ever recorded. Sections:
   D in {1024, 2048, 4096, 8192}, each kernel variant, and the float64 eigensolve at each D
   (where the time of an exact RankMe goes);
 * e2e: rf.rankme (fast, exact) vs torch.linalg.svdvals(Z.float()), N=25600, D in {1024, 2048, 4096};
-* canary: the one-time cost of each GPU backend's first-use self-check (rankme_fast.backends.canary)
+* self_check: the one-time cost of each GPU backend's first-use self-check (rankme_fast.backends.self_check)
   per input dtype and precision, on first use (Triton compiles then) and again once compiled;
 * training: bench/bench_training.py --device cuda (RankMeMetric per-step update vs a model
   step, compute vs queue + SVD), into its own JSON beside the results (<out>-training.json);
@@ -56,7 +56,7 @@ VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 RESULTS = ROOT / "bench" / "results"
 
 
-SECTIONS = ("triton", "cuda", "e2e", "canary", "training")
+SECTIONS = ("triton", "cuda", "e2e", "self_check", "training")
 GPU_TESTS = ["tests/test_triton.py", "tests/test_gpu.py", "tests/test_agreement.py", "tests/test_cuda_kernel.py"]
 
 
@@ -151,8 +151,8 @@ def run_timings(args: argparse.Namespace, tests: dict[str, object] | None) -> No
         result["tests"] = tests
     failed = []
     for section_name in args.sections:
-        run = {"triton": triton_section, "cuda": cuda_section, "e2e": end_to_end_section, "canary": canary_section,
-               "training": training_section}  # fmt: skip
+        run = {"triton": triton_section, "cuda": cuda_section, "e2e": end_to_end_section,
+               "self_check": self_check_section, "training": training_section}  # fmt: skip
         try:
             section = run[section_name](target, out)
         except Exception as error:  # a wrong kernel (CheckFailed) or a bug: recorded, and the next section runs
@@ -418,10 +418,10 @@ def exact_kernels(target: Target) -> dict[str, object]:
     import torch
 
     if target.dry_run:
-        from rankme_fast._inputs import as_matrix
+        from rankme_fast._inputs import kernel_input
         from rankme_fast.backends.cpu_backend import CpuBackend
 
-        return {"cpu-stand-in": lambda z, gram: CpuBackend().add_gram(as_matrix(z), gram, None, "exact")}
+        return {"cpu-stand-in": lambda z, gram: CpuBackend().add_gram(kernel_input(z), gram, None, "exact")}
     from rankme_fast.backends import cuda_backend as cuda
 
     major = torch.cuda.get_device_capability()[0]
@@ -463,14 +463,14 @@ def end_to_end_section(target: Target, out: Path) -> dict[str, object]:
     }
 
 
-def canary_section(target: Target, out: Path) -> dict[str, object]:
+def self_check_section(target: Target, out: Path) -> dict[str, object]:
     """Seconds each GPU backend's first-use self-check takes, per dtype and precision: first
     in this process (Triton compiles the kernel for the check's shape then) and once more with
     the kernel compiled (the check alone)."""
     import torch
 
-    from rankme_fast._inputs import as_matrix, torch_dtype
-    from rankme_fast.backends import _REGISTRY, canary
+    from rankme_fast._inputs import kernel_input, torch_dtype
+    from rankme_fast.backends import _REGISTRY, self_check
 
     device = torch.device(target.device)
     rows_out = []
@@ -478,18 +478,18 @@ def canary_section(target: Target, out: Path) -> dict[str, object]:
         backend = _REGISTRY[name]
         for precision in ("exact", "fast"):
             for dtype in ("float64", "float32", "float16", "bfloat16"):
-                matrix = as_matrix(torch.zeros(2, 2, device=device, dtype=torch_dtype(dtype)))
+                matrix = kernel_input(torch.zeros(2, 2, device=device, dtype=torch_dtype(dtype)))
                 if backend.unavailable_reason(matrix, precision) is not None:
                     continue
                 entry: dict[str, object] = {"backend": name, "precision": precision, "dtype": dtype}
                 for run in ("first_s", "compiled_s"):
-                    canary.forget()
-                    entry["verdict"] = canary.verdict(backend, device, dtype, precision) or "passed"
-                    entry[run] = canary.seconds(backend, device, dtype, precision)
+                    self_check.forget()
+                    entry["result"] = self_check.failure(backend, device, dtype, precision) or "passed"
+                    entry[run] = self_check.seconds(backend, device, dtype, precision)
                 rows_out.append(entry)
     print_table(rows_out, [("backend", "backend", "{}"), ("precision", "precision", "{}"), ("dtype", "dtype", "{}"),
                            ("first s", "first_s", "{:.3f}"), ("compiled s", "compiled_s", "{:.4f}"),
-                           ("verdict", "verdict", "{}")])  # fmt: skip
+                           ("result", "result", "{}")])  # fmt: skip
     return {"self_checks": rows_out}
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from rankme_fast import scaling
-from rankme_fast.scaling.report import write_report
+from rankme_fast.scaling.fit_report import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 TRUE = {"E": 1.7, "A": 400.0, "alpha": 0.34, "B": 410.0, "beta": 0.28}

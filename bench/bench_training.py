@@ -202,7 +202,7 @@ def compiled_section(device: torch.device, sync, rounds: int) -> dict[str, objec
 
 
 def compiled_case(label, batch, width, make, device, sync, rounds) -> tuple[dict[str, float], dict[str, float]]:
-    from rankme_fast._inputs import as_matrix
+    from rankme_fast._inputs import kernel_input
     from rankme_fast.backends import select_backend
 
     torch.manual_seed(0)
@@ -254,7 +254,7 @@ def compiled_case(label, batch, width, make, device, sync, rounds) -> tuple[dict
     }
     if batch != BATCH:  # Python overhead of an update: the update minus its bare kernel call
         embeddings = model(x).detach()
-        matrix = as_matrix(embeddings)
+        matrix = kernel_input(embeddings)
         backend, _ = select_backend(matrix, "exact")
         gram = torch.zeros(dim, dim, dtype=torch.float64, device=device)
         bare = {

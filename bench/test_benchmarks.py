@@ -25,7 +25,7 @@ import torch
 from bench_cpu import gram_with
 
 import rankme_fast as rf
-from rankme_fast._inputs import as_matrix
+from rankme_fast._inputs import kernel_input
 from rankme_fast.backends.cpu_backend import CpuBackend, cpu_info
 
 ROWS = int(os.environ.get("RANKME_FAST_BENCH_ROWS", "8192"))
@@ -124,7 +124,7 @@ def test_training_update(benchmark, rows, dim):
     from rankme_fast.integrations import RankMeMetric
 
     embeddings = torch.randn(rows, dim)
-    metric, matrix = RankMeMetric(dim), as_matrix(embeddings)
+    metric, matrix = RankMeMetric(dim), kernel_input(embeddings)
     backend, gram = CpuBackend(), torch.zeros(dim, dim, dtype=torch.float64)
     repeats = 200 if rows == 32 else 5
     benchmark.group = "training update"

@@ -1,11 +1,11 @@
 """Turns what users pass (torch tensors or numpy arrays of shape (..., D)) into a checked 2-D
-`Matrix`, with clear errors.
+`KernelInput`, with clear errors.
 
-A `Matrix` is what kernels may read by address: its data holds native-endian values of a
+A `KernelInput` is what kernels may read by address: its data holds native-endian values of a
 supported dtype at an aligned address, with strides that are whole multiples of the item size.
 Input that already is so is kept as a view (no copy); anything else (another byte order, a
-packed record field, a byte-offset buffer) is copied once into such an array, and the Matrix
-owns that copy, so it lives as long as the Matrix that a kernel call is given."""
+packed record field, a byte-offset buffer) is copied once into such an array, and the KernelInput
+owns that copy, so it lives as long as the KernelInput that a kernel call is given."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ _TORCH_BY_NAME = {name: dtype for dtype, name in _TORCH_DTYPES.items()}
 
 
 @dataclass(frozen=True)
-class Matrix:
+class KernelInput:
     """A checked (rows, cols) input batch, torch tensor or numpy array, laid out so that C may
-    read it by address (see the module docstring); build it with `as_matrix`."""
+    read it by address (see the module docstring); build it with `kernel_input`."""
 
     data: torch.Tensor | np.ndarray
     dtype: str
@@ -38,7 +38,7 @@ class Matrix:
     def __post_init__(self) -> None:
         if isinstance(self.data, np.ndarray) and not (self.data.dtype.isnative and self.data.flags.aligned):
             got = f"{self.data.dtype.str} with strides {self.data.strides}"
-            raise ValueError(f"a Matrix needs native-endian, aligned data; got {got}")
+            raise ValueError(f"a KernelInput needs native-endian, aligned data; got {got}")
 
     @property
     def rows(self) -> int:
@@ -63,21 +63,21 @@ class Matrix:
             tensor = torch.from_numpy(array)
         return tensor.view(torch.bfloat16) if self.dtype == "bfloat16" else tensor
 
-    def to(self, device: torch.device) -> Matrix:
+    def to(self, device: torch.device) -> KernelInput:
         if device == self.device:
             return self
-        return Matrix(self.torch().to(device), self.dtype, device)
+        return KernelInput(self.torch().to(device), self.dtype, device)
 
-    def transposed_copy(self) -> Matrix:
+    def transposed_copy(self) -> KernelInput:
         """Zᵀ made contiguous, so kernels read rows in place instead of gathering columns."""
         data = self.data.T.contiguous() if isinstance(self.data, torch.Tensor) else np.ascontiguousarray(self.data.T)
-        return Matrix(data, self.dtype, self.device)
+        return KernelInput(data, self.dtype, self.device)
 
-    def select_rows(self, keep: torch.Tensor) -> Matrix:
-        return Matrix(self.torch()[keep.to(self.device)], self.dtype, self.device)
+    def select_rows(self, keep: torch.Tensor) -> KernelInput:
+        return KernelInput(self.torch()[keep.to(self.device)], self.dtype, self.device)
 
 
-def as_matrix(batch: Any, *, name: str = "batch") -> Matrix:
+def kernel_input(batch: Any, *, name: str = "batch") -> KernelInput:
     """Check `batch` and flatten its leading dimensions: shape (..., D) -> (N, D)."""
     dtype, rows, dim = check_batch(batch, name=name)
     if rows == 0:
@@ -85,7 +85,7 @@ def as_matrix(batch: Any, *, name: str = "batch") -> Matrix:
     device = batch.device if isinstance(batch, torch.Tensor) else torch.device("cpu")
     batch = _readable_array(batch) if isinstance(batch, np.ndarray) else _readable_tensor(batch)
     data = batch if batch.ndim == 2 else batch.reshape(rows, dim)
-    return Matrix(data, dtype, device)
+    return KernelInput(data, dtype, device)
 
 
 def check_batch(batch: Any, *, name: str = "batch") -> tuple[str, int, int]:

@@ -15,7 +15,7 @@ import torch
 
 from rankme_fast import slq
 from rankme_fast._checks import check_positive_int
-from rankme_fast._inputs import as_matrix
+from rankme_fast._inputs import kernel_input
 from rankme_fast.backends import check_choice
 from rankme_fast.distributed import all_reduce_state
 from rankme_fast.spectrum import Spectrum, spectrum_of_gram
@@ -103,7 +103,7 @@ class GramAccumulator:
 
     def update(self, batch: Any) -> GramAccumulator:
         """Add one batch of shape (..., D); leading dimensions are flattened."""
-        matrix = as_matrix(batch)
+        matrix = kernel_input(batch)
         if self._dim is not None and matrix.cols != self._dim:
             raise ValueError(f"batch has D={matrix.cols} but this accumulator has dim={self._dim}")
         device = self._device if self._device is not None else matrix.device

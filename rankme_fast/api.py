@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rankme_fast._inputs import Matrix, as_matrix
+from rankme_fast._inputs import KernelInput, kernel_input
 from rankme_fast.accumulate import GramAccumulator
 from rankme_fast.backends import select_backend
 from rankme_fast.conventions import get_convention
@@ -23,7 +23,7 @@ def spectrum(
     When N < D the N x N Gram Z Zᵀ is used: it has the same nonzero eigenvalues and costs
     N²·D instead of N·D² operations.
     """
-    matrix = as_matrix(Z, name="Z")
+    matrix = kernel_input(Z, name="Z")
     if matrix.rows >= matrix.cols:
         acc = GramAccumulator(centered=centered, precision=precision, backend=backend)
         return acc.update(matrix.data).spectrum()
@@ -75,7 +75,7 @@ def rankme_many(
         if isinstance(item, GramAccumulator):
             acc = item
         else:
-            matrix = as_matrix(item, name=f"item {index}")
+            matrix = kernel_input(item, name=f"item {index}")
             if matrix.rows < matrix.cols:  # the N x N route of `spectrum`
                 spectra[index] = spectrum(matrix.data, centered=centered, precision=precision, backend=backend)
                 continue
@@ -92,7 +92,7 @@ def rankme_many(
     return np.array([s.rankme(eps, convention=convention) for s in spectra if s is not None], dtype=np.float64)
 
 
-def _wide_spectrum(matrix: Matrix, *, centered: bool, precision: str, backend: str) -> Spectrum:
+def _wide_spectrum(matrix: KernelInput, *, centered: bool, precision: str, backend: str) -> Spectrum:
     rows, cols = matrix.rows, matrix.cols
     chosen, _ = select_backend(matrix, precision, backend)
     bad = chosen.count_nonfinite_rows(matrix)
@@ -100,7 +100,7 @@ def _wide_spectrum(matrix: Matrix, *, centered: bool, precision: str, backend: s
         raise ValueError(f"Z has {bad} of {rows} rows holding NaN or Inf")
     if centered:  # centre explicitly in float64: N·D < D² elements, smaller than a D x D state
         z = matrix.torch().to(torch.float64)
-        matrix = as_matrix(z - z.mean(dim=0), name="Z")
+        matrix = kernel_input(z - z.mean(dim=0), name="Z")
     gram = torch.zeros(rows, rows, dtype=torch.float64, device=matrix.device)
     chosen.add_gram(matrix.transposed_copy(), gram, None, precision)  # Z Zᵀ, from a contiguous Zᵀ
     return spectrum_of_gram(gram, count=rows, dim=cols, centered=centered)

@@ -13,7 +13,7 @@ def _fit(args: argparse.Namespace) -> int:
     import numpy as np
 
     from rankme_fast import scaling
-    from rankme_fast.scaling.report import column, read_table, write_report
+    from rankme_fast.scaling.fit_report import column, read_table, write_report
 
     table = read_table(args.table)
     x = column(table, args.x, args.table)

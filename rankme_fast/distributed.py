@@ -17,7 +17,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from rankme_fast.backends.base import PRECISIONS
+from rankme_fast.backends.contract import PRECISIONS
 from rankme_fast.state import GramState
 
 

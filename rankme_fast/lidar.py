@@ -21,7 +21,7 @@ import torch
 
 from rankme_fast import metrics
 from rankme_fast._checks import check_positive_int
-from rankme_fast._inputs import as_matrix
+from rankme_fast._inputs import kernel_input
 
 
 class ClassScatterAccumulator:
@@ -52,7 +52,7 @@ class ClassScatterAccumulator:
 
     def update(self, embeddings: Any, labels: Any) -> ClassScatterAccumulator:
         """Add a batch: embeddings (N, D) of any float dtype, labels (N,) integers."""
-        matrix = as_matrix(embeddings, name="embeddings")
+        matrix = kernel_input(embeddings, name="embeddings")
         if self._dim is not None and matrix.cols != self._dim:
             raise ValueError(f"embeddings have D={matrix.cols} but this accumulator has dim={self._dim}")
         device = self._device if self._device is not None else matrix.device

@@ -53,7 +53,7 @@ def renyi_effective_rank(singular_values: ArrayLike, alpha: float) -> float:
 
     α = 1 is the Roy–Vetterli effective rank (the limit), α = 0 the number of nonzero σ,
     α = ∞ gives 1 / max p. Rényi (1961); used as an effective rank e.g. by Zhang et al. (2023,
-    "Matrix information theory for self-supervised learning").
+    "KernelInput information theory for self-supervised learning").
     """
     if not (isinstance(alpha, (int, float)) and alpha >= 0) or np.isnan(alpha):
         raise ValueError(f"alpha must be a number >= 0 (inf allowed), got {alpha!r}")

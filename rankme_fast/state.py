@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rankme_fast.backends.base import PRECISIONS
+from rankme_fast.backends.contract import PRECISIONS
 
 STATE_FORMAT = "rankme_fast.GramAccumulator"
 STATE_VERSION = 2  # 2 added "nonfinite" (rows left out for NaN/Inf); version 1 still loads

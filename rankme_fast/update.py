@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import torch
 
-from rankme_fast._inputs import Matrix, as_matrix
+from rankme_fast._inputs import KernelInput, kernel_input
 from rankme_fast.backends import select_backend
-from rankme_fast.backends.base import Backend
+from rankme_fast.backends.contract import Backend
 from rankme_fast.state import NonFiniteRowsError, chan_merge
 
 NONFINITE_POLICIES = ("auto", "raise", "drop", "defer")
@@ -48,7 +48,7 @@ def update_state(
     count: torch.Tensor,
     nonfinite: torch.Tensor,
     mean: torch.Tensor,
-    batch: torch.Tensor | Matrix,
+    batch: torch.Tensor | KernelInput,
     centered: bool,
     precision: str,
     backend: str,
@@ -57,7 +57,7 @@ def update_state(
     """Add the rows of `batch` (N, D) into the state in place (see the module docstring).
     Returns the backend that ran and, for backend="auto", why each preferred one was not
     chosen."""
-    matrix = batch if isinstance(batch, Matrix) else as_matrix(batch, name="embeddings")
+    matrix = batch if isinstance(batch, KernelInput) else kernel_input(batch, name="embeddings")
     chosen, not_chosen = select_backend(matrix, precision, backend)
     policy = resolve_nonfinite(policy, gram.device)
     if policy == "raise" or matrix.device.type == "cpu":  # counting costs no device synchronisation here
@@ -72,7 +72,7 @@ def update_state(
 
 
 def _add_rows(
-    chosen: Backend, matrix: Matrix, gram: torch.Tensor, count: torch.Tensor, mean: torch.Tensor, centered: bool,
+    chosen: Backend, matrix: KernelInput, gram: torch.Tensor, count: torch.Tensor, mean: torch.Tensor, centered: bool,
     precision: str,
 ) -> None:  # fmt: skip
     """Every row is finite: each batch is centred on its own float64 mean inside the kernel,
@@ -88,7 +88,7 @@ def _add_rows(
 
 
 def _add_finite_rows(
-    chosen: Backend, matrix: Matrix, gram: torch.Tensor, count: torch.Tensor, nonfinite: torch.Tensor,
+    chosen: Backend, matrix: KernelInput, gram: torch.Tensor, count: torch.Tensor, nonfinite: torch.Tensor,
     mean: torch.Tensor, centered: bool, precision: str,
 ) -> None:  # fmt: skip
     """Leave out and count the rows holding NaN or Inf, reading nothing back from the device."""
@@ -103,12 +103,12 @@ def _add_finite_rows(
         batch_mean = sums / good_rows.clamp(min=1)
         pilot = batch_mean.to(z.dtype)
         shift = pilot.to(torch.float64)
-        chosen.add_gram(as_matrix(torch.where(good[:, None], z, pilot)), gram, shift, precision)
+        chosen.add_gram(kernel_input(torch.where(good[:, None], z, pilot)), gram, shift, precision)
         offset = batch_mean - shift
         gram.sub_(torch.outer(offset, offset).mul_(good_rows))
         chan_merge(gram, mean, count, good_rows, batch_mean)
     else:
-        chosen.add_gram(as_matrix(torch.where(good[:, None], z, 0)), gram, None, precision)
+        chosen.add_gram(kernel_input(torch.where(good[:, None], z, 0)), gram, None, precision)
     nonfinite.add_(matrix.rows - good_rows)
     count.add_(good_rows)
 

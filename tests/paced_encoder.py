@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from rankme_fast import audio
-from rankme_fast.audio.encoders.base import AudioEncoder, FrameEmbeddings
+from rankme_fast.audio.encoders.encoder import AudioEncoder, FrameEmbeddings
 
 SECONDS_PER_WINDOW = 0.03
 

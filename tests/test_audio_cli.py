@@ -24,7 +24,7 @@ import rankme_fast as rf
 from rankme_fast import audio
 from rankme_fast.audio.audio_corpus import AudioOptions, score_encoder
 from rankme_fast.audio.files import BadAudioError, audio_info, expand_audio_paths, read_windows
-from rankme_fast.audio.io import resample
+from rankme_fast.audio.waves import resample
 from rankme_fast.cli import main as cli
 
 soundfile = pytest.importorskip("soundfile")

@@ -36,8 +36,8 @@ def test_the_dry_run_writes_every_section(tmp_path):
     assert all(row["triton_ms"] > 0 and row["torch_mm_ms"] > 0 for row in result["triton"]["gram"])
     assert all(row["cuda_ms"] > 0 for row in result["cuda"]["gram"])
     assert all(row["rankme_fast_ms"] > 0 for row in result["e2e"]["end_to_end"])
-    checks = result["canary"]["self_checks"]
-    assert checks and all(row["verdict"] == "passed" and row["first_s"] > 0 for row in checks)
+    checks = result["self_check"]["self_checks"]
+    assert checks and all(row["result"] == "passed" and row["first_s"] > 0 for row in checks)
     assert Path(result["training"]["results"]).exists()
 
 

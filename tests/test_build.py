@@ -43,7 +43,7 @@ def test_fallback_to_torch_backend_with_one_line_warning():
         "assert rf.available_backends()['cpu'] is not None\n"
         "import numpy as np\n"
         "acc = rf.GramAccumulator().update(np.eye(4))\n"
-        "assert acc.last_backend == 'torch' and 'cpu' in acc.passed_over\n"
+        "assert acc.last_backend == 'torch' and 'cpu' in acc.not_chosen\n"
         "print(acc.rankme())\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE_TESTS = ["test_cpu_kernel.py", "test_agreement.py", "test_bad_input.py", "test_streaming.py",
-              "test_metrics.py", "test_canary.py"]  # fmt: skip
+              "test_metrics.py", "test_self_check.py"]  # fmt: skip
 EXTRAS = {  # layer -> the extra its ImportError names
     "rankme_fast.scaling": "fit",
     "rankme_fast.audio": "audio",

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import rankme_fast as rf
-from rankme_fast._inputs import as_matrix
+from rankme_fast._inputs import kernel_input
 from rankme_fast.backends.cpu_backend import CpuBackend, cpu_info, instruction_set
 
 pytestmark = pytest.mark.skipif(rf._C is None, reason="rankme_fast._C is not built")
@@ -19,7 +19,7 @@ KERNELS = (["blas"] if rf._C is not None and rf._C.blas else []) + [f"tiled-{isa
 
 
 def _gram(z, kernel, precision="exact", shift=None):
-    matrix = as_matrix(z)
+    matrix = kernel_input(z)
     # zero lower triangle, poisoned upper one: the kernel must leave the 7.0s alone
     gram = torch.triu(torch.full((matrix.cols, matrix.cols), 7.0, dtype=torch.float64), 1)
     if kernel == "blas":
@@ -118,9 +118,9 @@ def test_nonfinite_row_count_and_column_mean(rng):
     z = rng.standard_normal((1000, 7)).astype(np.float32)
     z[[3, 3, 500], [0, 6, 2]] = [np.nan, np.inf, -np.inf]
     backend = CpuBackend()
-    assert backend.count_nonfinite_rows(as_matrix(z)) == 2
+    assert backend.count_nonfinite_rows(kernel_input(z)) == 2
     clean = rng.standard_normal((1000, 7)) * 3 + 1e6
-    mean = backend.column_mean(as_matrix(clean[::-1]))
+    mean = backend.column_mean(kernel_input(clean[::-1]))
     np.testing.assert_allclose(mean.numpy(), clean.mean(axis=0), rtol=1e-14)
 
 
@@ -220,7 +220,7 @@ def test_peak_microbenchmark_runs_for_each_variant(isa):
 _THREADED = """
 import hashlib, sys
 import numpy as np, torch
-from rankme_fast._inputs import as_matrix
+from rankme_fast._inputs import kernel_input
 from rankme_fast.backends.cpu_backend import CpuBackend, instruction_set
 rng = np.random.default_rng(0)
 z = torch.from_numpy(rng.standard_normal((3001, 301)) * np.arange(1, 302) ** -0.5 + 2.0)
@@ -230,7 +230,7 @@ for isa in sys.argv[1:]:
         for shift in (None, z.to(dtype).double().mean(0)):
             gram = torch.zeros(301, 301, dtype=torch.float64)
             with instruction_set(isa):
-                CpuBackend("tiled").add_gram(as_matrix(z.to(dtype)), gram, shift, precision)
+                CpuBackend("tiled").add_gram(kernel_input(z.to(dtype)), gram, shift, precision)
             print(isa, dtype, precision, shift is None, hashlib.sha256(torch.tril(gram).numpy().tobytes()).hexdigest())
 """
 

@@ -42,7 +42,7 @@ def test_cuda_state_stays_on_device_and_streams(rng):
     for batch in z.split(100):
         acc.update(batch)
     assert acc.device.type == "cuda" and acc.last_backend == "cuda"
-    assert "cpu" in acc.passed_over
+    assert "cpu" in acc.not_chosen
     assert relative_error(acc.rankme(), reference_rankme(z.cpu(), centered=True)) <= 1e-9
 
 
@@ -227,15 +227,15 @@ def test_slq_estimate_and_lidar_run_on_the_gpu(rng):
                                                  ("triton-deterministic", "fast")])  # fmt: skip
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_gpu_kernels_pass_their_first_use_self_check(name, precision, dtype):
-    from rankme_fast._inputs import as_matrix, dtype_name
-    from rankme_fast.backends import _REGISTRY, canary
+    from rankme_fast._inputs import dtype_name, kernel_input
+    from rankme_fast.backends import _REGISTRY, self_check
 
     backend = _REGISTRY[name]
-    reason = backend.unavailable_reason(as_matrix(torch.zeros(2, 2, dtype=dtype, device="cuda")), precision)
+    reason = backend.unavailable_reason(kernel_input(torch.zeros(2, 2, dtype=dtype, device="cuda")), precision)
     if reason is not None:
         pytest.skip(reason)
-    canary.forget()
-    assert canary.verdict(backend, torch.device("cuda"), dtype_name(dtype), precision) is None
+    self_check.forget()
+    assert self_check.failure(backend, torch.device("cuda"), dtype_name(dtype), precision) is None
     assert rf.available_backends(precision)[name] is None
 
 

@@ -63,14 +63,14 @@ def test_metric_update_with_any_input(held, cuts, precision):
 @EVERY_LAYOUT
 @given(data=st.data())
 def test_kernels_read_memory_their_matrix_owns(layout, data):
-    """What C is handed is the Matrix's own data, native-endian, aligned, with whole-element
-    strides: so it lives as long as the Matrix a kernel call is given, and no temporary copy
+    """What C is handed is the KernelInput's own data, native-endian, aligned, with whole-element
+    strides: so it lives as long as the KernelInput a kernel call is given, and no temporary copy
     can be freed under the kernel."""
-    from rankme_fast._inputs import as_matrix
+    from rankme_fast._inputs import kernel_input
     from rankme_fast.backends.cpu_backend import _view
 
     held = data.draw(held_inputs(layouts=[layout]))
-    matrix = as_matrix(held.data)
+    matrix = kernel_input(held.data)
     data = matrix.data
     if isinstance(data, np.ndarray):
         assert data.dtype.isnative and data.flags.aligned

@@ -233,39 +233,39 @@ def test_auto_uses_triton_for_fast_cuda_input_and_the_exact_kernel_for_exact():
     assert fast.last_backend == "triton"
     # exact CUDA input: the float64 CUDA kernel where _C was built with it, else plain torch
     assert exact.last_backend == ("cuda" if rf.available_backends()["cuda"] is None else "torch")
-    assert "triton" in exact.passed_over
+    assert "triton" in exact.not_chosen
 
 
 @needs_kernel
 @pytest.mark.parametrize("dtype", INPUT_DTYPES, ids=str)
 def test_the_kernel_passes_its_first_use_self_check(dtype):
-    from rankme_fast.backends import canary
+    from rankme_fast.backends import self_check
 
-    canary.forget()
+    self_check.forget()
     acc = rf.GramAccumulator(precision="fast", backend="triton").update(torch.randn(300, 24, device=DEVICE).to(dtype))
     assert acc.last_backend == "triton"
-    assert canary.verdict(rf.backends._REGISTRY["triton"], torch.device(DEVICE), acc_dtype(dtype), "fast") is None
+    assert self_check.failure(rf.backends._REGISTRY["triton"], torch.device(DEVICE), acc_dtype(dtype), "fast") is None
 
 
 @needs_kernel
 def test_a_sabotaged_kernel_fails_its_self_check_and_is_skipped(monkeypatch):
-    from rankme_fast.backends import canary
+    from rankme_fast.backends import self_check
     from rankme_fast.backends import triton_kernels as triton_syrk
 
     real = triton_syrk.syrk_update
     monkeypatch.setattr(triton_syrk, "syrk_update", lambda z, gram, **kw: real(z[:-1], gram, **kw))  # loses a row
     monkeypatch.setattr(rf.backends, "_PREFERENCE", ("triton", "torch"))  # also for CPU tensors (interpreter)
-    canary.forget()
+    self_check.forget()
     z = torch.randn(300, 24, device=DEVICE)
     try:
         with pytest.warns(RuntimeWarning, match="'triton' failed its self-check"):
             acc = rf.GramAccumulator(precision="fast", backend="auto").update(z)
-        assert acc.last_backend != "triton" and "self-check" in acc.passed_over["triton"]
+        assert acc.last_backend != "triton" and "self-check" in acc.not_chosen["triton"]
         assert "self-check" in rf.available_backends("fast")["triton"]
         with pytest.raises(ValueError, match="self-check"):
             rf.GramAccumulator(precision="fast", backend="triton").update(z)
     finally:
-        canary.forget()
+        self_check.forget()
 
 
 def acc_dtype(dtype: torch.dtype) -> str:

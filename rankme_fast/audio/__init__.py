@@ -24,8 +24,8 @@ from rankme_fast.audio.encoders import (
 )
 from rankme_fast.audio.extract import Extraction, extract
 from rankme_fast.audio.features import MelConfig, MelSpectrogram, log_mel, mel_filterbank
-from rankme_fast.audio.io import SAMPLE_RATE, check_wave, fix_length, load_audio, resample, to_mono
 from rankme_fast.audio.probe import ProbeResult, probe
+from rankme_fast.audio.waves import SAMPLE_RATE, check_wave, fix_length, load_audio, resample, to_mono
 
 __all__ = [
     "SAMPLE_RATE",

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from rankme_fast.accumulate import GramAccumulator
-from rankme_fast.audio.encoders.base import AudioEncoder
+from rankme_fast.audio.encoders.encoder import AudioEncoder
 from rankme_fast.audio.files import AudioInfo, BadAudioError, audio_info, expand_audio_paths, read_windows
 from rankme_fast.corpus import Corpus, FileReport, JobOptions, Outcome, Unit, run_job
 from rankme_fast.distributed import world

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from rankme_fast.accumulate import GramAccumulator
-from rankme_fast.audio.encoders.base import AudioEncoder
+from rankme_fast.audio.encoders.encoder import AudioEncoder
 
 
 @dataclass

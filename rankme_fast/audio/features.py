@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rankme_fast.audio.io import SAMPLE_RATE
+from rankme_fast.audio.waves import SAMPLE_RATE
 
 
 def hz_to_mel(hz: np.ndarray) -> np.ndarray:

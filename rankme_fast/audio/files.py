@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rankme_fast.audio.io import resample, to_mono
+from rankme_fast.audio.waves import resample, to_mono
 from rankme_fast.corpus import BadFileError, expand_paths
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rankme_fast.audio.encoders.base import AudioEncoder, FrameEmbeddings, count_parameters, frame_times
+from rankme_fast.audio.encoders.encoder import AudioEncoder, FrameEmbeddings, count_parameters, frame_times
 from rankme_fast.audio.features import MelConfig, MelSpectrogram
 
 ARCHS = ("transformer", "conv", "lstm")

@@ -44,7 +44,7 @@ class FrameCorpus:
     @classmethod
     def from_waves(cls, waves: Sequence[np.ndarray] | np.ndarray, sr: int, mel: MelConfig = MelConfig()) -> FrameCorpus:  # noqa: B008
         """Log-mel of each clip (resampled from `sr` if needed), in the given order."""
-        from rankme_fast.audio.io import check_wave, resample
+        from rankme_fast.audio.waves import check_wave, resample
 
         features = MelSpectrogram(mel)
         clips = [resample(check_wave(w, sr, f"clip {i}"), sr, mel.sr) for i, w in enumerate(waves)]

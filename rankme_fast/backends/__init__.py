@@ -1,15 +1,15 @@
 """Backend registry: picks the first backend, in order of preference, that supports an input,
 and says why each other one was passed over. A backend that asks for it (the GPU ones) is
 self-checked on its first batch of each (device, dtype, precision) and skipped where it fails
-(rankme_fast.backends.canary)."""
+(rankme_fast.backends.self_check)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rankme_fast._inputs import Matrix, as_matrix
-from rankme_fast.backends import canary
-from rankme_fast.backends.base import PRECISIONS, Backend
+from rankme_fast._inputs import KernelInput, kernel_input
+from rankme_fast.backends import self_check
+from rankme_fast.backends.contract import PRECISIONS, Backend
 from rankme_fast.backends.cpu_backend import CpuBackend
 from rankme_fast.backends.cuda_backend import CudaBackend
 from rankme_fast.backends.torch_backend import TorchBackend
@@ -47,7 +47,7 @@ def available_backends(precision: str = "exact") -> dict[str, str | None]:
     for name, backend in _REGISTRY.items():
         reason = backend.unavailable_reason(None, precision)
         if reason is None and backend.verify_on_first_use:
-            reason = "; ".join(canary.failures(name, precision)) or None
+            reason = "; ".join(self_check.failures(name, precision)) or None
         reasons[name] = reason
     return reasons
 
@@ -55,26 +55,26 @@ def available_backends(precision: str = "exact") -> dict[str, str | None]:
 def backend_reason(name: str, batch: Any, precision: str = "exact") -> str | None:
     """None when backend `name` can take `batch` at `precision`, else why it cannot."""
     check_choice(name, precision)
-    return _reason(_REGISTRY[name], as_matrix(batch), precision)
+    return _reason(_REGISTRY[name], kernel_input(batch), precision)
 
 
 # Choices already made, by what they depend on: the request, the precision, the input's device
-# and dtype, the preference order, and canary.generation (bumped when self-check verdicts are
+# and dtype, the preference order, and self_check.generation (bumped when self-check results are
 # forgotten or the kernels behind a backend change). A training loop's update thus costs a
 # dict lookup instead of probing every backend (and the CUDA runtime) again.
 _choices: dict[tuple, tuple[Backend, dict[str, str]]] = {}
 
 
-def select_backend(matrix: Matrix, precision: str, requested: str = "auto") -> tuple[Backend, dict[str, str]]:
+def select_backend(matrix: KernelInput, precision: str, requested: str = "auto") -> tuple[Backend, dict[str, str]]:
     """The backend for this input and, for 'auto', why each preferred one was passed over."""
-    key = (requested, precision, matrix.device, matrix.dtype, _PREFERENCE, canary.generation)
+    key = (requested, precision, matrix.device, matrix.dtype, _PREFERENCE, self_check.generation)
     choice = _choices.get(key)
     if choice is None:
         choice = _choices[key] = _select(matrix, precision, requested)
     return choice[0], dict(choice[1])
 
 
-def _select(matrix: Matrix, precision: str, requested: str) -> tuple[Backend, dict[str, str]]:
+def _select(matrix: KernelInput, precision: str, requested: str) -> tuple[Backend, dict[str, str]]:
     check_choice(requested, precision)
     if requested != "auto":
         backend = _REGISTRY[requested]
@@ -82,18 +82,18 @@ def _select(matrix: Matrix, precision: str, requested: str) -> tuple[Backend, di
         if reason is not None:
             raise ValueError(f"backend {requested!r} cannot take this input: {reason}")
         return backend, {}
-    passed_over: dict[str, str] = {}
+    not_chosen: dict[str, str] = {}
     for name in _PREFERENCE:
         reason = _reason(_REGISTRY[name], matrix, precision)
         if reason is None:
-            return _REGISTRY[name], passed_over
-        passed_over[name] = reason
-    raise RuntimeError(f"no backend accepts this input: {passed_over}")  # torch always does
+            return _REGISTRY[name], not_chosen
+        not_chosen[name] = reason
+    raise RuntimeError(f"no backend accepts this input: {not_chosen}")  # torch always does
 
 
-def _reason(backend: Backend, matrix: Matrix, precision: str) -> str | None:
+def _reason(backend: Backend, matrix: KernelInput, precision: str) -> str | None:
     """Why `backend` cannot take `matrix`, including a failed first-use self-check."""
     reason = backend.unavailable_reason(matrix, precision)
     if reason is None and backend.verify_on_first_use:
-        reason = canary.verdict(backend, matrix.device, matrix.dtype, precision)
+        reason = self_check.failure(backend, matrix.device, matrix.dtype, precision)
     return reason

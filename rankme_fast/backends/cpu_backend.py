@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from rankme_fast._inputs import Matrix
+from rankme_fast._inputs import KernelInput
 from rankme_fast._native import native, native_error
-from rankme_fast.backends import canary
+from rankme_fast.backends import self_check
 
 _KERNELS = ("auto", "blas", "tiled")
 
@@ -28,7 +28,7 @@ class CpuBackend:
         self.kernel = kernel
         self.name = "cpu" if kernel == "auto" else f"cpu-{kernel}"  # its registry name
 
-    def unavailable_reason(self, matrix: Matrix | None, precision: str) -> str | None:
+    def unavailable_reason(self, matrix: KernelInput | None, precision: str) -> str | None:
         if native is None:
             return f"rankme_fast._C is not available ({native_error})"
         if self.kernel == "blas" and native.blas is None:
@@ -42,7 +42,7 @@ class CpuBackend:
         kernel = native.auto_kernel() if self.kernel == "auto" else self.kernel
         return "blas" if kernel == "blas" else f"tiled-{native.cpu_isa()}"
 
-    def add_gram(self, matrix: Matrix, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
+    def add_gram(self, matrix: KernelInput, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
         if gram.device.type != "cpu" or gram.dtype != torch.float64 or not gram.is_contiguous():
             raise ValueError("the cpu backend needs a contiguous float64 state in host memory")
         shift_ptr = 0
@@ -51,12 +51,12 @@ class CpuBackend:
             shift_ptr = shift.data_ptr()
         native.syrk_update(*_view(matrix), gram.data_ptr(), shift_ptr, precision == "fast", _kernel_code(self.kernel))
 
-    def column_mean(self, matrix: Matrix) -> torch.Tensor:
+    def column_mean(self, matrix: KernelInput) -> torch.Tensor:
         out = torch.empty(matrix.cols, dtype=torch.float64)
         native.column_mean(*_view(matrix), out.data_ptr())
         return out
 
-    def count_nonfinite_rows(self, matrix: Matrix) -> int:
+    def count_nonfinite_rows(self, matrix: KernelInput) -> int:
         return int(native.count_nonfinite_rows(*_view(matrix)))
 
 
@@ -64,9 +64,9 @@ def _kernel_code(kernel: str) -> int:
     return {"auto": native.KERNEL_AUTO, "blas": native.KERNEL_BLAS, "tiled": native.KERNEL_TILED}[kernel]
 
 
-def _view(matrix: Matrix) -> tuple[int, int, int, int, int, int]:
+def _view(matrix: KernelInput) -> tuple[int, int, int, int, int, int]:
     """(address, dtype code, rows, cols, row stride, col stride), strides in elements. The
-    address is matrix.data's own (a Matrix holds native-endian, aligned data with whole-element
+    address is matrix.data's own (a KernelInput holds native-endian, aligned data with whole-element
     strides), so it stays valid while the caller holds `matrix`: no copy is made here."""
     data = matrix.data
     if isinstance(data, torch.Tensor):
@@ -99,9 +99,9 @@ def instruction_set(name: str) -> Iterator[None]:
     for a whole process."""
     previous = native.cpu_isa()
     native.select_cpu_isa(name)
-    canary.kernels_changed()
+    self_check.kernels_changed()
     try:
         yield
     finally:
         native.select_cpu_isa(previous)
-        canary.kernels_changed()
+        self_check.kernels_changed()

@@ -13,7 +13,7 @@ import functools
 
 import torch
 
-from rankme_fast._inputs import SUPPORTED_DTYPES, Matrix, dtype_name, torch_dtype
+from rankme_fast._inputs import SUPPORTED_DTYPES, KernelInput, dtype_name, torch_dtype
 from rankme_fast._native import native, native_error
 from rankme_fast.backends.syrk_arguments import check_syrk_arguments
 from rankme_fast.backends.torch_backend import TorchBackend
@@ -103,18 +103,18 @@ class CudaBackend:
     def __init__(self) -> None:
         self._reductions = TorchBackend()
 
-    def unavailable_reason(self, matrix: Matrix | None, precision: str) -> str | None:
+    def unavailable_reason(self, matrix: KernelInput | None, precision: str) -> str | None:
         return unavailable_reason(None if matrix is None else matrix.device)
 
     def kernel_in_use(self) -> str:
         return "cuda"
 
-    def add_gram(self, matrix: Matrix, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
+    def add_gram(self, matrix: KernelInput, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
         shift = None if shift is None else shift.to(gram.device, torch.float64).contiguous()
         syrk_update(matrix.torch(), gram, shift=shift)
 
-    def column_mean(self, matrix: Matrix) -> torch.Tensor:
+    def column_mean(self, matrix: KernelInput) -> torch.Tensor:
         return self._reductions.column_mean(matrix)
 
-    def count_nonfinite_rows(self, matrix: Matrix) -> int:
+    def count_nonfinite_rows(self, matrix: KernelInput) -> int:
         return self._reductions.count_nonfinite_rows(matrix)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from rankme_fast._inputs import Matrix
+from rankme_fast._inputs import KernelInput
 
 _CHUNK_ELEMENTS = 1 << 24  # about 128 MB of float64 per chunk
 
@@ -17,13 +17,13 @@ class TorchBackend:
     name = "torch"
     verify_on_first_use = False
 
-    def unavailable_reason(self, matrix: Matrix | None, precision: str) -> str | None:
+    def unavailable_reason(self, matrix: KernelInput | None, precision: str) -> str | None:
         return None
 
     def kernel_in_use(self) -> str:
         return "torch"
 
-    def add_gram(self, matrix: Matrix, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
+    def add_gram(self, matrix: KernelInput, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
         z = matrix.torch()
         in_float64 = precision == "exact" or not float32_products_are_full(z.device)
         for chunk in z.split(_chunk_rows(matrix.cols)):
@@ -36,14 +36,14 @@ class TorchBackend:
                 single = rows.to(torch.float32)
                 gram.add_(torch.mm(single.T, single).to(torch.float64))
 
-    def column_mean(self, matrix: Matrix) -> torch.Tensor:
+    def column_mean(self, matrix: KernelInput) -> torch.Tensor:
         z = matrix.torch()
         total = torch.zeros(matrix.cols, dtype=torch.float64, device=z.device)
         for chunk in z.split(_chunk_rows(matrix.cols)):
             total += chunk.to(torch.float64).sum(dim=0)
         return total / matrix.rows
 
-    def count_nonfinite_rows(self, matrix: Matrix) -> int:
+    def count_nonfinite_rows(self, matrix: KernelInput) -> int:
         z = matrix.torch()
         return int(sum(int((~torch.isfinite(c)).any(dim=1).sum()) for c in z.split(_chunk_rows(matrix.cols))))
 

@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from rankme_fast._inputs import Matrix
+from rankme_fast._inputs import KernelInput
 from rankme_fast.backends.torch_backend import TorchBackend
 
 _INPUT_DTYPES = ("float32", "float16", "bfloat16")
@@ -48,7 +48,7 @@ class TritonBackend:
         self.name = "triton-deterministic" if deterministic else "triton"
         self._reductions = TorchBackend()
 
-    def unavailable_reason(self, matrix: Matrix | None, precision: str) -> str | None:
+    def unavailable_reason(self, matrix: KernelInput | None, precision: str) -> str | None:
         reason = unavailable_reason(None if matrix is None else matrix.device)
         if reason is not None:
             return reason
@@ -61,15 +61,15 @@ class TritonBackend:
     def kernel_in_use(self) -> str:
         return self.name
 
-    def add_gram(self, matrix: Matrix, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
+    def add_gram(self, matrix: KernelInput, gram: torch.Tensor, shift: torch.Tensor | None, precision: str) -> None:
         from rankme_fast.backends.triton_kernels import syrk_update  # imports Triton: only when it is used
 
         z = matrix.torch()
         shift = None if shift is None else shift.to(gram.device, torch.float64).contiguous()
         syrk_update(z, gram, shift=shift, input_precision="tf32x3", deterministic=self.deterministic)
 
-    def column_mean(self, matrix: Matrix) -> torch.Tensor:
+    def column_mean(self, matrix: KernelInput) -> torch.Tensor:
         return self._reductions.column_mean(matrix)
 
-    def count_nonfinite_rows(self, matrix: Matrix) -> int:
+    def count_nonfinite_rows(self, matrix: KernelInput) -> int:
         return self._reductions.count_nonfinite_rows(matrix)

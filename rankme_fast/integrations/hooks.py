@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from rankme_fast.accumulate import GramAccumulator
-from rankme_fast.capping import check_max_samples, room_left
 from rankme_fast.distributed import initialized
+from rankme_fast.sample_limit import check_max_samples, room_left
 
 Select = Callable[[Any], torch.Tensor]
 
@@ -65,7 +65,7 @@ class RankMeRecorder:
         print(recorder.rankme())
 
     `max_samples` keeps the first rows seen, counted over all processes when torch.distributed
-    is initialized (rankme_fast.capping). Under torch.distributed, `rankme()`
+    is initialized (rankme_fast.sample_limit). Under torch.distributed, `rankme()`
     combines every rank's state (a collective: call it on every rank) without changing the
     local one. Options as for GramAccumulator; `select` picks the embedding from the output.
     """

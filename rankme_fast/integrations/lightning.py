@@ -44,7 +44,7 @@ class RankMeCallback(Callback):
     `hook(pl_module, batch, outputs) -> Tensor` called after each batch (for embeddings the
     step returns). With `every_n_steps` the value is logged every n batches over those n
     batches' rows; without, once per epoch over the epoch's rows. `max_samples` keeps the first
-    rows of each window (rankme_fast.capping). The value is synced across
+    rows of each window (rankme_fast.sample_limit). The value is synced across
     processes (RankMeMetric) and also kept in `history`.
     """
 

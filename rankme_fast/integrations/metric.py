@@ -22,10 +22,10 @@ import torch
 from torchmetrics import Metric
 
 from rankme_fast._checks import check_positive_int
-from rankme_fast._inputs import as_matrix, check_batch
+from rankme_fast._inputs import check_batch, kernel_input
 from rankme_fast.backends import check_choice
-from rankme_fast.capping import check_max_samples, room_left
 from rankme_fast.distributed import all_reduce_state
+from rankme_fast.sample_limit import check_max_samples, room_left
 from rankme_fast.spectrum import METRIC_NAMES, spectrum_of_gram
 from rankme_fast.state import (
     STATE_FORMAT,
@@ -126,7 +126,7 @@ class RankMeMetric(Metric):
         if rows == 0:
             return
         if isinstance(embeddings, np.ndarray):
-            embeddings = as_matrix(embeddings, name="embeddings").torch()
+            embeddings = kernel_input(embeddings, name="embeddings").torch()
         z = embeddings.detach()
         if z.ndim != 2:
             z = z.reshape(rows, dim)

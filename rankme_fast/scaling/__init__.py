@@ -6,7 +6,7 @@ from rankme_fast._extras import require
 
 require("rankme_fast.scaling", "fit", "scipy")
 
-from rankme_fast.scaling.analysis import RankMeLaw, compute_optimal, rankme_law
+from rankme_fast.scaling.compute_and_quality import RankMeLaw, compute_optimal, rankme_law
 from rankme_fast.scaling.fitting import Fit, fit
 from rankme_fast.scaling.forms import FORMS, Form
 from rankme_fast.scaling.nested import Added, unification_test

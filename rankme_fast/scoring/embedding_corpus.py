@@ -14,10 +14,10 @@ from typing import Any
 from rankme_fast._checks import check_positive_int
 from rankme_fast._inputs import torch_dtype
 from rankme_fast.accumulate import GramAccumulator
-from rankme_fast.capping import local_share
 from rankme_fast.corpus import BadFileError, Corpus, FileReport, JobOptions, Outcome, Unit, run_job
 from rankme_fast.distributed import world
 from rankme_fast.io import embedding_paths, open_source
+from rankme_fast.sample_limit import local_share
 from rankme_fast.scoring.prefetch import BadFile, Prefetcher
 from rankme_fast.state import NonFiniteRowsError
 from rankme_fast.update import check_nonfinite

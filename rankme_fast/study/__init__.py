@@ -5,7 +5,7 @@ from rankme_fast._extras import require
 
 require("rankme_fast.study", "study", "scipy", "matplotlib", "soundfile", "soxr", "tqdm")
 
+from rankme_fast.study.pipeline import StudyResult, run_study
 from rankme_fast.study.presets import PRESETS, RunSpec, StudyPreset, get_preset
-from rankme_fast.study.study import StudyResult, run_study
 
 __all__ = ["PRESETS", "RunSpec", "StudyPreset", "StudyResult", "get_preset", "run_study"]

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from rankme_fast.audio.datasets import procedural, synthesizers
-from rankme_fast.audio.io import SAMPLE_RATE, fix_length
+from rankme_fast.audio.waves import SAMPLE_RATE, fix_length
 
 VERSION = 1  # bump when the generated audio changes, so stale caches are not reused
 CLIP_SECONDS = 1.0

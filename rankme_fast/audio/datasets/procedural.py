@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 
-from rankme_fast.audio.io import SAMPLE_RATE
+from rankme_fast.audio.waves import SAMPLE_RATE
 
 
 def _rng(*key: object) -> np.random.Generator:

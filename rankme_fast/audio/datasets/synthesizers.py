@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rankme_fast.audio.io import SAMPLE_RATE, resample, to_mono
+from rankme_fast.audio.waves import SAMPLE_RATE, resample, to_mono
 
 SOUNDFONTS = {
     "FluidR3_GM": Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),

@@ -1,7 +1,7 @@
 """Audio encoders behind one interface (`AudioEncoder`)."""
 
-from rankme_fast.audio.encoders.base import AudioEncoder, FrameEmbeddings
 from rankme_fast.audio.encoders.crepe import CrepeEncoder
+from rankme_fast.audio.encoders.encoder import AudioEncoder, FrameEmbeddings
 from rankme_fast.audio.encoders.generic import HuggingFaceEncoder, LogMelEncoder, ModuleEncoder
 from rankme_fast.audio.encoders.pretrained import (
     FcpeEncoder,

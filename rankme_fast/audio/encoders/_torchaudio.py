@@ -26,7 +26,7 @@ class _Resample(torch.nn.Module):
 
 
 def _resample(wave: torch.Tensor, orig_freq: int, new_freq: int, *args, **kwargs) -> torch.Tensor:
-    from rankme_fast.audio.io import resample
+    from rankme_fast.audio.waves import resample
 
     if orig_freq == new_freq:
         return wave

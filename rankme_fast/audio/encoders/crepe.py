@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rankme_fast.audio.encoders.base import AudioEncoder, FrameEmbeddings, count_parameters, frame_times
+from rankme_fast.audio.encoders.encoder import AudioEncoder, FrameEmbeddings, count_parameters, frame_times
 
 CAPACITIES = {"tiny": 4, "small": 8, "medium": 16, "large": 24, "full": 32}
 WINDOW = 1024
@@ -133,7 +133,7 @@ class CrepeEncoder(AudioEncoder):
 
     def pitch(self, wave: np.ndarray, sr: int) -> torch.Tensor:
         """Frame pitch in Hz from the activation peak (argmax; no smoothing), for checks."""
-        from rankme_fast.audio.io import check_wave, resample
+        from rankme_fast.audio.waves import check_wave, resample
 
         wave = resample(check_wave(wave, sr), sr, SAMPLE_RATE)
         with torch.inference_mode():

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rankme_fast.audio.encoders.base import AudioEncoder, FrameEmbeddings, count_parameters, frame_times
-from rankme_fast.audio.io import SAMPLE_RATE
+from rankme_fast.audio.encoders.encoder import AudioEncoder, FrameEmbeddings, count_parameters, frame_times
+from rankme_fast.audio.waves import SAMPLE_RATE
 
 
 def package_dir(module: str, pip_name: str) -> Path:

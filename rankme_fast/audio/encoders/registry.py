@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rankme_fast.audio.encoders.base import AudioEncoder
 from rankme_fast.audio.encoders.crepe import CAPACITIES, CrepeEncoder, weights_path
+from rankme_fast.audio.encoders.encoder import AudioEncoder
 from rankme_fast.audio.encoders.generic import LogMelEncoder
 from rankme_fast.audio.encoders.pretrained import (
     FcpeEncoder,
@@ -109,7 +109,7 @@ def encoder_from_spec(
     from pathlib import Path
 
     from rankme_fast.audio.encoders.generic import HuggingFaceEncoder, ModuleEncoder
-    from rankme_fast.audio.io import SAMPLE_RATE
+    from rankme_fast.audio.waves import SAMPLE_RATE
 
     rate = int(sample_rate or SAMPLE_RATE)
     if spec in ENCODERS:

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from rankme_fast.study.analysis import analyse
 from rankme_fast.study.presets import StudyPreset, get_preset
-from rankme_fast.study.report import write_report
 from rankme_fast.study.runner import StudyData, run_all
+from rankme_fast.study.study_fits import analyse
+from rankme_fast.study.study_report import write_report
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rankme_fast.audio.io import SAMPLE_RATE, check_wave, resample
+from rankme_fast.audio.waves import SAMPLE_RATE, check_wave, resample
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def _figure(width: float, height: float, panels: int = 1, rows: int = 1):
 
 def plot_loss(records: list[dict], fits: dict, preset: StudyPreset, path: Path) -> None:
     """Held-out pre-training loss vs N at each D, with the fitted Droppo law."""
-    from rankme_fast.study.analysis import grid_rows
+    from rankme_fast.study.study_fits import grid_rows
 
     figure, (ax,) = _figure(6, 4.2)
     rows = grid_rows(records, preset)
@@ -89,7 +89,7 @@ def plot_loss(records: list[dict], fits: dict, preset: StudyPreset, path: Path) 
 def plot_curves(records: list[dict], preset: StudyPreset, path: Path) -> None:
     """Each grid run's validation loss against training steps, one panel per width, the best
     checkpoint marked (●) and the step cap drawn: a run stopped by the cap would end on it."""
-    from rankme_fast.study.analysis import grid_rows
+    from rankme_fast.study.study_fits import grid_rows
 
     rows = grid_rows(records, preset)
     widths = sorted({r["width"] for r in rows})
@@ -117,7 +117,7 @@ def plot_curves(records: list[dict], preset: StudyPreset, path: Path) -> None:
 def plot_compute(records: list[dict], fits: dict, preset: StudyPreset, path: Path) -> None:
     """Validation loss along every grid run against compute with the frontier; each run's final
     clip RankMe and mean accuracy against its compute."""
-    from rankme_fast.study.analysis import compute_curve, grid_rows
+    from rankme_fast.study.study_fits import compute_curve, grid_rows
 
     rows = grid_rows(records, preset)
     widths = sorted({r["width"] for r in rows})
@@ -143,7 +143,7 @@ def plot_compute(records: list[dict], fits: dict, preset: StudyPreset, path: Pat
 
 
 def _groups(records: list[dict], preset: StudyPreset) -> dict[str, list[dict]]:
-    from rankme_fast.study.analysis import grid_rows, sweep_rows
+    from rankme_fast.study.study_fits import grid_rows, sweep_rows
 
     groups = {"N × D grid": grid_rows(records, preset)}
     groups.update({f"{v} sweep": sweep_rows(records, preset, v) for v in preset.sweeps})
@@ -329,11 +329,11 @@ def _unification_findings(result: dict) -> list[str]:
     untestable = f"; not testable here (constant or collinear): {', '.join(untested)}" if untested else ""
     head = (f"Unification test ({result['runs']} trained runs, nested F-tests on log accuracy beyond log RankMe, "
             "Holm-corrected per task): ")  # fmt: skip
-    verdict = (f"RankMe unifies {', '.join(unified)} (no evidence they add anything beyond it)" if unified
+    finding = (f"RankMe unifies {', '.join(unified)} (no evidence they add anything beyond it)" if unified
                else "RankMe unifies none of the variables")  # fmt: skip
-    verdict += (f"; it does **not** unify {', '.join(not_unified)} (tasks where the variable adds explanation at "
+    finding += (f"; it does **not** unify {', '.join(not_unified)} (tasks where the variable adds explanation at "
                 "p < 0.05)" if not_unified else "; no variable adds explanation at p < 0.05")  # fmt: skip
-    return [head + verdict + untestable + ". No evidence is not proof of none: the partial correlations' CIs below "
+    return [head + finding + untestable + ". No evidence is not proof of none: the partial correlations' CIs below "
             "say how large an effect the data leave room for."]  # fmt: skip
 
 

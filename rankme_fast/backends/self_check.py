@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from rankme_fast._inputs import as_matrix, torch_dtype
+from rankme_fast._inputs import kernel_input, torch_dtype
 
 if TYPE_CHECKING:
-    from rankme_fast.backends.base import Backend
+    from rankme_fast.backends.contract import Backend
 
 # 300 rows: not a multiple of any row block (32/64/128) or split alignment (256); 144 columns:
 # not a multiple of the 64- and 128-wide tiles (and 4.5 of the 32-wide one), yet a multiple of
@@ -38,15 +38,15 @@ TOLERANCE = {"exact": 1e-12, "fast": 1e-4}
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
 
 # (backend name, kernel in use, device, dtype, precision) -> None (passed) or why it failed
-_verdicts: dict[tuple[str, str, str, str, str], str | None] = {}
+_failures: dict[tuple[str, str, str, str, str], str | None] = {}
 seconds_spent: dict[tuple[str, str, str, str, str], float] = {}  # what each self-check cost, for benchmarks
 
 
-def verdict(backend: Backend, device: torch.device, dtype: str, precision: str) -> str | None:
+def failure(backend: Backend, device: torch.device, dtype: str, precision: str) -> str | None:
     """None when `backend` passed its self-check for this case (running it on first call), else
     why it failed; the first failure of a case is also warned about."""
     key = _key(backend, device, dtype, precision)
-    if key not in _verdicts:
+    if key not in _failures:
         started = time.perf_counter()
         reason = _self_check(backend, device, dtype, precision)
         seconds_spent[key] = time.perf_counter() - started
@@ -55,8 +55,8 @@ def verdict(backend: Backend, device: torch.device, dtype: str, precision: str) 
             reason = f"failed its self-check on {where} for {dtype} at precision={precision!r}: {reason}"
             warnings.warn(f"rankme_fast: backend {backend.name!r} {reason}; it will not be used", RuntimeWarning,
                           stacklevel=4)  # fmt: skip
-        _verdicts[key] = reason
-    return _verdicts[key]
+        _failures[key] = reason
+    return _failures[key]
 
 
 def seconds(backend: Backend, device: torch.device, dtype: str, precision: str) -> float | None:
@@ -70,15 +70,15 @@ def _key(backend: Backend, device: torch.device, dtype: str, precision: str) -> 
 
 def failures(name: str, precision: str) -> list[str]:
     """The failed self-checks of backend `name` at `precision`, each as its reason."""
-    return [reason for (n, _, _, _, p), reason in _verdicts.items() if n == name and p == precision and reason]
+    return [reason for (n, _, _, _, p), reason in _failures.items() if n == name and p == precision and reason]
 
 
-generation = 0  # bumped whenever verdicts, or the kernels behind a backend, change
+generation = 0  # bumped whenever self-check results, or the kernels behind a backend, change
 
 
 def forget() -> None:
-    """Drop every verdict (tests; a process that swapped a kernel)."""
-    _verdicts.clear()
+    """Drop every self-check result (tests; a process that swapped a kernel)."""
+    _failures.clear()
     seconds_spent.clear()
     kernels_changed()
 
@@ -101,7 +101,7 @@ def _self_check(backend: Backend, device: torch.device, dtype: str, precision: s
             start = torch.randn(COLS, COLS, generator=generator, dtype=torch.float64).to(device)
             gram = start.clone()
             try:
-                backend.add_gram(as_matrix(batch), gram, shift, precision)
+                backend.add_gram(kernel_input(batch), gram, shift, precision)
             except Exception as error:  # any failure to run is a failed check, reported as such
                 return f"{layout} input raised {type(error).__name__}: {error}"
             centred = exact_values if shift is None else exact_values - shift

@@ -1,4 +1,4 @@
-"""The first-use self-check (rankme_fast.backends.canary), exercised on the CPU with kernels that
+"""The first-use self-check (rankme_fast.backends.self_check), exercised on the CPU with kernels that
 are wrong on purpose: each fault is caught, `auto` moves on to the next backend, the reason is
 reported by `available_backends()`, the user is warned once, and a correct kernel passes."""
 
@@ -12,8 +12,8 @@ from conftest import reference_rankme, relative_error
 
 import rankme_fast as rf
 from rankme_fast import backends
-from rankme_fast._inputs import Matrix
-from rankme_fast.backends import canary
+from rankme_fast._inputs import KernelInput
+from rankme_fast.backends import self_check
 from rankme_fast.backends.torch_backend import TorchBackend
 
 
@@ -37,7 +37,7 @@ class CheckedTorch(TorchBackend):
         if self.fault == "stores":  # overwrites the state instead of adding to it
             gram.zero_()
         if self.fault == "last_row_lost":  # a ragged row block dropped
-            matrix = Matrix(matrix.torch()[:-1], matrix.dtype, matrix.device)
+            matrix = KernelInput(matrix.torch()[:-1], matrix.dtype, matrix.device)
         super().add_gram(matrix, gram, shift, precision)
         if self.fault == "last_column_lost":  # a ragged edge tile dropped
             gram[-1, :] = 0.0
@@ -54,8 +54,8 @@ FAULTS = ["raises", "stores", "last_row_lost", "last_column_lost", "shift_ignore
 
 @pytest.fixture
 def registry(monkeypatch):
-    """A registry where the given backend is preferred over every real one; verdicts reset."""
-    canary.forget()
+    """A registry where the given backend is preferred over every real one; self-check results reset."""
+    self_check.forget()
 
     def install(backend):
         monkeypatch.setitem(backends._REGISTRY, backend.name, backend)
@@ -63,7 +63,7 @@ def registry(monkeypatch):
         return backend
 
     yield install
-    canary.forget()
+    self_check.forget()
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -73,13 +73,13 @@ def test_a_wrong_kernel_is_caught_and_auto_moves_on(registry, fault, rng):
     with pytest.warns(RuntimeWarning, match=f"backend 'broken-{fault}' failed its self-check on cpu for float32"):
         acc = rf.GramAccumulator().update(z)
     assert acc.last_backend != broken.name
-    assert "self-check" in acc.passed_over[broken.name]
+    assert "self-check" in acc.not_chosen[broken.name]
     assert relative_error(acc.rankme(), reference_rankme(z)) <= 1e-9
     calls = broken.calls
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # one warning per case, not one per batch
         acc.update(z)
-    assert broken.calls == calls  # the verdict is kept: no second self-check, no real batch
+    assert broken.calls == calls  # the result is kept: no second self-check, no real batch
     reason = rf.available_backends()[broken.name]
     assert reason is not None and "float32" in reason and "self-check" in reason
     assert rf.available_backends("fast")[broken.name] is None  # not checked at this precision yet
@@ -96,7 +96,7 @@ def test_a_correct_kernel_passes_once_per_case_and_is_used(registry, rng):
                 warnings.simplefilter("error")
                 acc = rf.GramAccumulator(precision=precision).update(torch.from_numpy(z).to(dtype))
             assert acc.last_backend == "checked"
-    assert len(canary.seconds_spent) == 6 and all(s < 5.0 for s in canary.seconds_spent.values())
+    assert len(self_check.seconds_spent) == 6 and all(s < 5.0 for s in self_check.seconds_spent.values())
     calls = checked.calls
     rf.GramAccumulator().update(z)
     assert checked.calls == calls + 1  # the real batch only
