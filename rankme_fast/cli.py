@@ -8,10 +8,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import numpy as np
+
 
 def _fit(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from rankme_fast import scaling
     from rankme_fast.scaling.fit_report import column, read_table, write_report
 

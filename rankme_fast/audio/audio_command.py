@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch.distributed as dist
 
+from rankme_fast._extras import require
+from rankme_fast.audio.audio_corpus import AudioOptions, score_encoder
+from rankme_fast.audio.encoders import available_encoders, encoder_from_spec
+from rankme_fast.audio.probe import probe
 from rankme_fast.corpus import add_job_arguments, job_arguments
 from rankme_fast.distributed import join_from_environment
 
@@ -51,8 +56,6 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rankme_fast.audio.encoders import available_encoders
-
     if args.list:
         for name, reason in available_encoders().items():
             print(f"{name:<18} {'usable' if reason is None else reason}")
@@ -68,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
         results = [_score_one(spec, args, labels) for spec in args.encoders.split(",") if spec]
     finally:
         if joined:
-            import torch.distributed as dist
-
             dist.destroy_process_group()
     if joined and int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -85,9 +86,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _score_one(spec: str, args: argparse.Namespace, labels: dict | None) -> tuple[str, Any, dict | None]:
-    from rankme_fast.audio.audio_corpus import AudioOptions, score_encoder
-    from rankme_fast.audio.encoders import encoder_from_spec
-
     scoped = [item.split("=", 1)[0].partition(":") for item in args.option]
     options = dict(_option(item) for item, (_, colon, _) in zip(args.option, scoped, strict=True) if not colon)
     options |= dict(_option(item.split(":", 1)[1]) for item, (name, colon, _) in zip(args.option, scoped, strict=True)
@@ -139,8 +137,6 @@ def _read_labels(path: str, label_column: str, group_column: str | None) -> dict
 
 def _probe(result: Any, labels: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
     """Linear-probe accuracy on a held-out fifth of the clips (whole groups when given)."""
-    from rankme_fast.audio.probe import probe
-
     if result.clip_embeddings is None:
         raise ValueError("no clip embeddings were kept for the probe")
     known = [(i, labels.get(f) or labels.get(Path(f).name)) for i, f in enumerate(result.clip_files)]
@@ -259,8 +255,6 @@ def _print(rows: list[dict[str, Any]], results: list[Any], per_file: bool) -> No
 
 
 def _plot(rows: list[dict[str, Any]], path: str) -> None:
-    from rankme_fast._extras import require
-
     require("--plot", "fit", "matplotlib")
     from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
 

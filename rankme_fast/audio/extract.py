@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from rankme_fast.accumulate import GramAccumulator
 from rankme_fast.audio.encoders.encoder import AudioEncoder
@@ -109,6 +110,4 @@ def _targets(accumulator: Any, dim: int) -> list[GramAccumulator]:
 
 
 def _progress(total: int, enabled: bool, name: str):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=f"embedding with {name}", unit="clip", disable=not enabled)

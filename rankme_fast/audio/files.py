@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile
 
 from rankme_fast.audio.waves import resample, to_mono
 from rankme_fast.corpus import BadFileError, expand_paths
@@ -48,8 +49,6 @@ class AudioInfo:
 def audio_info(path: str) -> AudioInfo:
     """Rate, channels and length of an audio file; BadAudioError when it cannot be read or
     holds no samples."""
-    import soundfile
-
     try:
         info = soundfile.info(path)
     except Exception as error:  # libsndfile raises RuntimeError/LibsndfileError/TypeError
@@ -64,8 +63,6 @@ def read_windows(
 ) -> Iterator[np.ndarray]:
     """Windows [first, first + count) of the file as mono float32 at `sample_rate`: each read,
     downmixed and resampled on its own (the last window may be shorter)."""
-    import soundfile
-
     step = info.window_frames(window_seconds)
     last = info.windows(window_seconds) if count is None else min(info.windows(window_seconds), first + count)
     try:

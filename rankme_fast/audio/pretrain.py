@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from rankme_fast.audio.features import MelConfig, MelSpectrogram
 from rankme_fast.audio.models import AudioModel, EncoderConfig
+from rankme_fast.audio.waves import check_wave, resample
 
 OBJECTIVES = ("apc", "mae")
 
@@ -44,8 +46,6 @@ class FrameCorpus:
     @classmethod
     def from_waves(cls, waves: Sequence[np.ndarray] | np.ndarray, sr: int, mel: MelConfig = MelConfig()) -> FrameCorpus:  # noqa: B008
         """Log-mel of each clip (resampled from `sr` if needed), in the given order."""
-        from rankme_fast.audio.waves import check_wave, resample
-
         features = MelSpectrogram(mel)
         clips = [resample(check_wave(w, sr, f"clip {i}"), sr, mel.sr) for i, w in enumerate(waves)]
         with torch.inference_mode():
@@ -268,8 +268,6 @@ def pretrain(
             handle.flush()
             os.fsync(handle.fileno())
         temporary.replace(path)
-
-    from tqdm.auto import tqdm
 
     started = time.perf_counter()
     model.train()

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile
+import soxr
 import torch
 
 SAMPLE_RATE = 16_000
@@ -61,15 +63,11 @@ def resample(wave: np.ndarray, sr_from: int, sr_to: int = SAMPLE_RATE) -> np.nda
     """High-quality resampling with soxr (float32 out)."""
     if sr_from == sr_to:
         return np.asarray(wave, dtype=np.float32)
-    import soxr
-
     return soxr.resample(np.asarray(wave, dtype=np.float32), sr_from, sr_to, quality="HQ").astype(np.float32)
 
 
 def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Read a file as mono float32 at `sr` Hz. Errors name the file."""
-    import soundfile
-
     try:
         wave, file_sr = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, OSError, soundfile.LibsndfileError) as error:

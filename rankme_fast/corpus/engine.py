@@ -19,6 +19,8 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch.distributed as dist
+
 from rankme_fast.accumulate import GramAccumulator
 from rankme_fast.corpus import checkpoint
 from rankme_fast.corpus.options import BadFileError, FileReport, JobOptions
@@ -240,8 +242,6 @@ class _Job:
     def finish(self) -> Outcome:
         reports, gathered = self.reports, [self.corpus.saved()]
         if self.processes > 1:
-            import torch.distributed as dist
-
             for state in self.total.values():
                 state.all_reduce()
             parts: list[Any] = [None] * self.processes

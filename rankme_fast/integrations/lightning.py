@@ -9,14 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-try:
-    from lightning.pytorch import Callback, LightningModule, Trainer
-except ImportError:  # the older package name, else the extra that brings it
-    try:
-        from pytorch_lightning import Callback, LightningModule, Trainer
-    except ImportError as error:
-        message = "rankme_fast.integrations.lightning needs lightning: pip install 'rankme_fast[train]'"
-        raise ImportError(message) from error
+from rankme_fast._extras import require
+
+require("rankme_fast.integrations.lightning", "train", "lightning")
+
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 from rankme_fast._checks import check_positive_int
 from rankme_fast.integrations.hooks import ForwardCapture, Select

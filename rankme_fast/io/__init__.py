@@ -9,7 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rankme_fast.corpus import BadFileError, expand_paths
+from rankme_fast.io.arrow_files import ArrowSource
+from rankme_fast.io.numpy_files import NpySource, NpzMemberSource
 from rankme_fast.io.source import Rows, Source
+from rankme_fast.io.tensor_files import Hdf5Source, SafetensorsSource
 
 SUFFIXES = (".npy", ".npz", ".safetensors", ".parquet", ".arrow", ".feather", ".h5", ".hdf5")
 
@@ -30,23 +33,13 @@ def open_source(path: str, *, key: str | None = None, column: str | None = None)
     if needs is not None and importlib.util.find_spec(needs) is None:
         raise BadFileError(path, f"reading {suffix} files needs {needs}: pip install 'rankme_fast[io]'")
     if suffix == ".npy":
-        from rankme_fast.io.numpy_files import NpySource
-
         return NpySource(path)
     if suffix == ".npz":
-        from rankme_fast.io.numpy_files import NpzMemberSource
-
         return NpzMemberSource(path, key)
     if suffix == ".safetensors":
-        from rankme_fast.io.tensor_files import SafetensorsSource
-
         return SafetensorsSource(path, key)
     if suffix in (".h5", ".hdf5"):
-        from rankme_fast.io.tensor_files import Hdf5Source
-
         return Hdf5Source(path, key)
     if suffix in (".parquet", ".arrow", ".feather"):
-        from rankme_fast.io.arrow_files import ArrowSource
-
         return ArrowSource(path, column)
     raise BadFileError(path, f"unknown file type {suffix!r}; expected one of {', '.join(SUFFIXES)}")

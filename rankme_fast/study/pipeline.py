@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy
+import scipy
 import torch
 
+import rankme_fast
 from rankme_fast.study.presets import StudyPreset, get_preset
 from rankme_fast.study.runner import StudyData, run_all
 from rankme_fast.study.study_fits import analyse
@@ -85,10 +88,5 @@ def _cpu() -> str:
 
 
 def _versions() -> dict[str, str]:
-    import numpy
-    import scipy
-
-    import rankme_fast
-
     return {"rankme_fast": rankme_fast.__version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": numpy.__version__, "scipy": scipy.__version__}  # fmt: skip

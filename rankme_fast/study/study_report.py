@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from rankme_fast.study.presets import StudyPreset
+from rankme_fast.study.study_fits import compute_curve, grid_rows, sweep_rows
 
 COLUMNS = [
     "id",
@@ -53,8 +56,6 @@ def write_runs_csv(records: list[dict], tasks: list[str], path: Path) -> None:
 
 
 def _figure(width: float, height: float, panels: int = 1, rows: int = 1):
-    from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
-
     figure = Figure(figsize=(width, height))
     columns = -(-panels // rows)
     axes = figure.subplots(rows, columns, squeeze=False).reshape(-1)
@@ -65,8 +66,6 @@ def _figure(width: float, height: float, panels: int = 1, rows: int = 1):
 
 def plot_loss(records: list[dict], fits: dict, preset: StudyPreset, path: Path) -> None:
     """Held-out pre-training loss vs N at each D, with the fitted Droppo law."""
-    from rankme_fast.study.study_fits import grid_rows
-
     figure, (ax,) = _figure(6, 4.2)
     rows = grid_rows(records, preset)
     law = fits["loss_law"]
@@ -89,8 +88,6 @@ def plot_loss(records: list[dict], fits: dict, preset: StudyPreset, path: Path) 
 def plot_curves(records: list[dict], preset: StudyPreset, path: Path) -> None:
     """Each grid run's validation loss against training steps, one panel per width, the best
     checkpoint marked (●) and the step cap drawn: a run stopped by the cap would end on it."""
-    from rankme_fast.study.study_fits import grid_rows
-
     rows = grid_rows(records, preset)
     widths = sorted({r["width"] for r in rows})
     figure, axes = _figure(3.0 * len(widths), 2.9, len(widths))
@@ -117,8 +114,6 @@ def plot_curves(records: list[dict], preset: StudyPreset, path: Path) -> None:
 def plot_compute(records: list[dict], fits: dict, preset: StudyPreset, path: Path) -> None:
     """Validation loss along every grid run against compute with the frontier; each run's final
     clip RankMe and mean accuracy against its compute."""
-    from rankme_fast.study.study_fits import compute_curve, grid_rows
-
     rows = grid_rows(records, preset)
     widths = sorted({r["width"] for r in rows})
     figure, axes = _figure(12, 3.6, 3)
@@ -143,8 +138,6 @@ def plot_compute(records: list[dict], fits: dict, preset: StudyPreset, path: Pat
 
 
 def _groups(records: list[dict], preset: StudyPreset) -> dict[str, list[dict]]:
-    from rankme_fast.study.study_fits import grid_rows, sweep_rows
-
     groups = {"N × D grid": grid_rows(records, preset)}
     groups.update({f"{v} sweep": sweep_rows(records, preset, v) for v in preset.sweeps})
     groups["pretrained ladder"] = [r for r in records if r["family"] == "pretrained"]
@@ -187,8 +180,6 @@ def plot_quality(records: list[dict], fits: dict, preset: StudyPreset, path: Pat
 
 def plot_sweeps(fits: dict, path: Path) -> None:
     """Clip RankMe against each swept variable."""
-    from matplotlib.ticker import NullFormatter
-
     sweeps = fits["sweeps"]
     rows = 1 if len(sweeps) <= 4 else 2
     columns = -(-len(sweeps) // rows)

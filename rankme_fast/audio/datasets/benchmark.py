@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from rankme_fast.audio.datasets import procedural, synthesizers
 from rankme_fast.audio.waves import SAMPLE_RATE, fix_length
@@ -439,8 +440,6 @@ def _render_procedural(plan: list[dict]) -> list[np.ndarray]:
 
 
 def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc="rendering audio", unit="job", disable=not enabled)
 
 

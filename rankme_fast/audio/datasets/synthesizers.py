@@ -33,7 +33,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import mido
 import numpy as np
+import soundfile
+import soxr
 
 from rankme_fast.audio.waves import SAMPLE_RATE, resample, to_mono
 
@@ -62,8 +65,6 @@ def missing() -> dict[str, str]:
 
 def decode(data: bytes, what: str) -> np.ndarray:
     """WAV bytes from a synthesiser as mono float32 at 16 kHz. Not thread-safe (see above)."""
-    import soundfile
-
     try:
         wave, sr = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises several types for a truncated stream
@@ -79,9 +80,6 @@ def versions() -> dict[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def _versions() -> tuple[tuple[str, str], ...]:
-    import soundfile
-    import soxr
-
     found = {}
     for program in ("espeak-ng", "flite", "fluidsynth", "timidity"):
         with _sandbox() as folder:
@@ -150,8 +148,6 @@ def note_sequence_midi(
     path: Path, program: int, notes: list[int], *, spacing: float, duration: float, velocity: int
 ) -> None:
     """A one-track MIDI file playing `notes` one after another, every `spacing` seconds."""
-    import mido
-
     ticks_per_second = 960  # with the default tempo of 120 bpm and 480 ticks per beat
     track = mido.MidiTrack([mido.Message("program_change", program=program, time=0)])
     clock = 0

@@ -13,7 +13,10 @@ import types
 from collections.abc import Iterator
 
 import numpy as np
+import soundfile
 import torch
+
+from rankme_fast.audio.waves import resample
 
 
 class _Resample(torch.nn.Module):
@@ -26,8 +29,6 @@ class _Resample(torch.nn.Module):
 
 
 def _resample(wave: torch.Tensor, orig_freq: int, new_freq: int, *args, **kwargs) -> torch.Tensor:
-    from rankme_fast.audio.waves import resample
-
     if orig_freq == new_freq:
         return wave
     flat = wave.detach().cpu().reshape(-1, wave.shape[-1]).numpy()
@@ -36,8 +37,6 @@ def _resample(wave: torch.Tensor, orig_freq: int, new_freq: int, *args, **kwargs
 
 
 def _load(path, *args, **kwargs) -> tuple[torch.Tensor, int]:
-    import soundfile
-
     wave, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
     return torch.from_numpy(wave.T.copy()), sr
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from rankme_fast.audio.encoders.encoder import AudioEncoder, FrameEmbeddings, count_parameters, frame_times
+from rankme_fast.audio.waves import check_wave, resample
 
 CAPACITIES = {"tiny": 4, "small": 8, "medium": 16, "large": 24, "full": 32}
 WINDOW = 1024
@@ -77,8 +79,6 @@ class CrepeNetwork(torch.nn.Module):
     @classmethod
     def from_hdf5(cls, path: str | Path, capacity: str) -> CrepeNetwork:
         """Read the original Keras weights (conv kernels stored (kernel, in, out))."""
-        import h5py
-
         network = cls(capacity)
         with h5py.File(path, "r") as weights:
 
@@ -133,8 +133,6 @@ class CrepeEncoder(AudioEncoder):
 
     def pitch(self, wave: np.ndarray, sr: int) -> torch.Tensor:
         """Frame pitch in Hz from the activation peak (argmax; no smoothing), for checks."""
-        from rankme_fast.audio.waves import check_wave, resample
-
         wave = resample(check_wave(wave, sr), sr, SAMPLE_RATE)
         with torch.inference_mode():
             activation = self.network(normalized_windows(torch.from_numpy(wave), self.hop_length))

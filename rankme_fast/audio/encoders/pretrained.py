@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rankme_fast.audio.encoders import _torchaudio
 from rankme_fast.audio.encoders.encoder import AudioEncoder, FrameEmbeddings, count_parameters, frame_times
 from rankme_fast.audio.waves import SAMPLE_RATE
 
@@ -58,8 +59,6 @@ class FcpeEncoder(AudioEncoder):
 
     def __init__(self):
         package_dir("torchfcpe", "torchfcpe (pip install --no-deps torchfcpe einops local-attention)")
-        from rankme_fast.audio.encoders import _torchaudio
-
         with _torchaudio.standin():
             from torchfcpe import spawn_bundled_infer_model
 
@@ -90,8 +89,6 @@ class PestoEncoder(AudioEncoder):
 
     def __init__(self, step_ms: float = 10.0):
         package_dir("pesto", "pesto-pitch (pip install --no-deps pesto-pitch omegaconf)")
-        from rankme_fast.audio.encoders import _torchaudio
-
         with _torchaudio.standin():
             from pesto import load_model
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from rankme_fast.audio.encoders.crepe import CAPACITIES, CrepeEncoder, weights_path
 from rankme_fast.audio.encoders.encoder import AudioEncoder
-from rankme_fast.audio.encoders.generic import LogMelEncoder
+from rankme_fast.audio.encoders.generic import HuggingFaceEncoder, LogMelEncoder, ModuleEncoder
 from rankme_fast.audio.encoders.pretrained import (
     FcpeEncoder,
     PestoEncoder,
@@ -16,6 +21,7 @@ from rankme_fast.audio.encoders.pretrained import (
     SpeechEmbeddingEncoder,
     package_dir,
 )
+from rankme_fast.audio.waves import SAMPLE_RATE
 
 _Factory = Callable[..., AudioEncoder]
 
@@ -106,11 +112,6 @@ def encoder_from_spec(
     `package.module:callable` returning an AudioEncoder, a torch.nn.Module or a callable.
     Models that do not say so themselves run at `sample_rate` (default 16 kHz); their D and
     frame rate are read off one second of silence unless `frame_rate` is given."""
-    from pathlib import Path
-
-    from rankme_fast.audio.encoders.generic import HuggingFaceEncoder, ModuleEncoder
-    from rankme_fast.audio.waves import SAMPLE_RATE
-
     rate = int(sample_rate or SAMPLE_RATE)
     if spec in ENCODERS:
         return load_encoder(spec, **(options or {}))
@@ -118,15 +119,11 @@ def encoder_from_spec(
     if path.is_dir():
         return HuggingFaceEncoder(path)
     if path.suffix in (".pt", ".ts", ".jit") and path.is_file():
-        import torch
-
         return ModuleEncoder(torch.jit.load(str(path), map_location="cpu"), name=path.stem, sample_rate=rate,
                              frame_rate=frame_rate)  # fmt: skip
     if path.suffix == ".onnx" and path.is_file():
         return ModuleEncoder(_onnx_model(path), name=path.stem, sample_rate=rate, frame_rate=frame_rate)
     if ":" in spec and not path.exists():
-        import importlib
-
         module_name, _, attribute = spec.partition(":")
         try:
             made = getattr(importlib.import_module(module_name), attribute)()
@@ -143,7 +140,6 @@ def encoder_from_spec(
 
 def _onnx_model(path: Any) -> Callable[[Any], Any]:
     """An ONNX model as a callable on a (1, samples) float32 tensor (onnxruntime, CPU)."""
-    import numpy as np
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
