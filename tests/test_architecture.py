@@ -114,3 +114,21 @@ LAYER_IMPORTS = ["rankme_fast", "rankme_fast.api", "rankme_fast.update", "rankme
 def test_each_layer_imports_alone(module):
     done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_no_block_of_six_lines_stands_twice():
+    """One thing, one place: no six consecutive code lines (blank lines, comments, imports and
+    the parameter lists of signatures aside) appear twice in the package."""
+    import re
+    from collections import defaultdict
+
+    parameter = re.compile(r"^(\*,|def \w+\(|\w+: .+,|\) -> .+:)$")
+    windows: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for path in sorted(PACKAGE.rglob("*.py")):
+        code = [(number, " ".join(line.split())) for number, line in enumerate(path.read_text().splitlines(), 1)]
+        code = [(n, line) for n, line in code if line and not line.startswith(("#", "import ", "from "))
+                and not parameter.match(line)]  # fmt: skip
+        for start in range(len(code) - 5):
+            windows[tuple(line for _, line in code[start : start + 6])].append(f"{path.name}:{code[start][0]}")
+    repeated = {" | ".join(block): places for block, places in windows.items() if len(places) > 1}
+    assert not repeated, repeated
