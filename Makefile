@@ -16,7 +16,7 @@ export RANKME_FAST_REQUIRE_EXTENSION := 1
 # Debian packages the audio benchmark renders with (without them it falls back to procedural
 # audio and says so), and audio packages installed with --no-deps (see pyproject's audio extra).
 APT_AUDIO := espeak-ng flite fluidsynth fluid-soundfont-gm timgm6mb-soundfont timidity freepats
-# qemu-user emulates older x86-64 CPUs for tests/test_portability.py (skipped without it).
+# qemu-user emulates older x86-64 CPUs for tests/kernels/test_portability.py (skipped without it).
 APT_TEST := qemu-user
 AUDIO_NO_DEPS := torchcrepe==0.0.24 torchfcpe==0.0.4 resemblyzer==0.1.4 silero-vad openwakeword==0.4.0 pesto-pitch==2.0.1
 
@@ -46,7 +46,7 @@ test:
 	@$(call stage,setup,$(MAKE) --no-print-directory $(VENV)/.installed)
 	@$(call stage,lint,$(PY) -m ruff check .)
 	@$(call stage,suite,OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS))
-	@$(call stage,triton,TRITON_INTERPRET=1 $(PY) -m pytest -q tests/test_triton.py)
+	@$(call stage,triton,TRITON_INTERPRET=1 $(PY) -m pytest -q tests/kernels/test_triton.py)
 
 # The project's main job: the quick RankMe scaling study (~10 min here), report in study/.
 demo: $(VENV)/.installed

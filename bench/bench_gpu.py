@@ -57,7 +57,10 @@ RESULTS = ROOT / "bench" / "results"
 
 
 SECTIONS = ("triton", "cuda", "e2e", "self_check", "training")
-GPU_TESTS = ["tests/test_triton.py", "tests/test_gpu.py", "tests/test_agreement.py", "tests/test_cuda_kernel.py"]
+# The test files with GPU cases (each takes the device as a parameter or has a GPU part).
+GPU_TESTS = ["tests/kernels/test_cuda_kernel.py", "tests/kernels/test_triton.py", "tests/kernels/test_self_check.py",
+             "tests/core/test_agreement.py", "tests/core/test_compiled.py", "tests/core/test_slq.py",
+             "tests/integrations/test_distributed.py"]  # fmt: skip
 
 
 def build_and_test(markers: str) -> dict[str, object]:

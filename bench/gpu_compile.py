@@ -10,7 +10,7 @@ on an A100 or H100 would otherwise find out at launch.
   (`cuobjdump -res-usage`): registers within the 255 of a 256-thread block, no spills, static
   plus dynamic shared memory within the arch's limit; every target arch can hold the kernel.
 
-`tests/test_gpu_compile.py` runs the launchable cases in `make test`;
+`tests/kernels/test_gpu_compile.py` runs the launchable cases in `make test`;
 
     python bench/gpu_compile.py              # every config, also the ones pruned, both epilogues
                                              # -> bench/results/gpu-compile-<date>.json

@@ -75,7 +75,7 @@ class Budget:
 
     @staticmethod
     def default(dim: int) -> Budget:
-        """Keeps RankMe within 0.5 % on the tested spectra at D = 1024..4096 (tests/test_slq.py)
+        """Keeps RankMe within 0.5 % on the tested spectra at D = 1024..4096 (tests/core/test_slq.py)
         and on the benchmark's Wishart and power-law Grams at D = 8192 and 16384
         (bench/bench_slq.py). Up to 4096 a pass is cheap, so the budget is generous; above, 24
         probes cost one memory-bound pass per step, like one, and the probes' sampling error

@@ -31,6 +31,6 @@ cp -r tests "$work/tests"
 cd "$work"  # away from the checkout: `import rankme_fast` must find the installed wheel
 CC=/bin/false CXX=/bin/false "$work/fresh/bin/python" -c \
   "import rankme_fast as rf, sys; assert 'site-packages' in rf.__file__, rf.__file__; print(rf.__file__, rf._C.cpu_isa())"
-CC=/bin/false CXX=/bin/false "$work/fresh/bin/python" -m pytest -q -p no:cacheprovider \
-  tests/test_cpu_kernel.py tests/test_agreement.py tests/test_self_check.py tests/test_bad_input.py \
-  tests/test_streaming.py tests/test_metrics.py tests/test_portability.py
+CC=/bin/false CXX=/bin/false "$work/fresh/bin/python" -m pytest -q -p no:cacheprovider -o pythonpath=tests \
+  tests/kernels/test_cpu_kernel.py tests/core/test_agreement.py tests/kernels/test_self_check.py \
+  tests/core/test_bad_input.py tests/core/test_streaming.py tests/core/test_metrics.py tests/kernels/test_portability.py

@@ -13,7 +13,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 import torch
-from conftest import SPECTRA, make_embeddings
+from common import SPECTRA, make_embeddings
 from hypothesis import strategies as st
 
 NUMPY_DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}

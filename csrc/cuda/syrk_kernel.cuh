@@ -1,6 +1,6 @@
 // The exact CUDA SYRK kernel and its launch plan (see syrk_cuda.cu for the CUDA runtime side).
-// Kept apart so that tests/cpp/syrk_emulation_test.cpp can run this very code on the CPU, one
-// fiber per CUDA thread (tests/cpp/cuda_emulation.h stands in for the CUDA built-ins).
+// Kept apart so that tests/kernels/cpp/syrk_emulation_test.cpp can run this very code on the CPU, one
+// fiber per CUDA thread (tests/kernels/cpp/cuda_emulation.h stands in for the CUDA built-ins).
 //
 // * One block per lower-triangle tile of 128 x 128 (blockIdx.x walks only those tiles, in bands
 //   of tile rows for L2 reuse), times a number of row splits (blockIdx.y) chosen so that small

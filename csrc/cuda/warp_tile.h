@@ -7,7 +7,7 @@
 //   Dmma8x8x4   FP64 tensor cores, mma.sync m8n8k4 (sm_80 and newer)
 //   Simt        plain float64 FMAs (any GPU; the fallback below sm_80)
 //
-// The fragment loads and maps are host-device functions so that tests/cpp/warp_tile_test.cpp
+// The fragment loads and maps are host-device functions so that tests/kernels/cpp/warp_tile_test.cpp
 // can check on the CPU that they feed each instruction the operands its PTX layout expects and
 // that results land in the acc slots the epilogue reads.
 #pragma once
@@ -94,7 +94,7 @@ RF_HOST_DEVICE inline void simt_product(const double* sA, const double* sB, int 
 }
 
 #if defined(__CUDACC__)
-// One warp-wide instruction each; tests/cpp/cuda_emulation.h defines them on the CPU.
+// One warp-wide instruction each; tests/kernels/cpp/cuda_emulation.h defines them on the CPU.
 __device__ __forceinline__ void mma_16x8x8(double (&d)[4], const double (&a)[4], const double (&b)[2]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile(

@@ -142,7 +142,7 @@ def _reduce_splits_kernel(
 
 # (BLOCK_K, warps, stages). Each tile width keeps the configs that compile on sm_80 and sm_90
 # within the shared memory of a block and without spilling registers (bench/gpu_compile.py
-# checks every one and records the figures; tests/test_gpu_compile.py keeps it so): 4 warps
+# checks every one and records the figures; tests/kernels/test_gpu_compile.py keeps it so): 4 warps
 # cannot hold a 128-wide float32 tile, and float32 input needs half the depth of 16-bit input.
 CONFIGS = {
     (64, "16-bit"): [(32, 4, 4), (64, 4, 3), (64, 8, 3), (32, 8, 4), (128, 8, 2)],

@@ -158,7 +158,7 @@ def _intervals(form: Form, vector: np.ndarray, draws: np.ndarray, level: float) 
     stay positive), then mapped back. With a Huber loss at small δ the estimator behaves like
     a median, whose bootstrap distribution is lumpy for a few dozen points; either interval
     alone covered the truth in 88 % of 30 scratch trials at 95 % nominal (16 points, 2 %
-    noise), their union in 93 %; tests/test_scaling.py asserts >= 90 % for every form."""
+    noise), their union in 93 %; tests/scaling/test_scaling.py asserts >= 90 % for every form."""
     if len(draws) < 2:
         return {name: (math.nan, math.nan) for name in form.parameters}
     tail = 100 * (1 - level) / 2

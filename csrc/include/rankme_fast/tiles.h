@@ -1,7 +1,7 @@
 // Index math of the lower-triangle tile grid: tile id t in [0, T(T+1)/2) <-> (row tile i,
 // column tile j) with j <= i. The CUDA kernel launches one block per id, so a 1-D grid covers
 // only one triangle with no idle blocks; the same functions are exposed through
-// rankme_fast._C and tested on the CPU (tests/test_cuda_kernel.py).
+// rankme_fast._C and tested on the CPU (tests/kernels/test_cuda_kernel.py).
 #pragma once
 #include <cmath>
 #include <cstdint>

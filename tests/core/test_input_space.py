@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import CPU_BACKENDS, reference_rankme, relative_error, tolerance
+from common import CPU_BACKENDS, reference_rankme, relative_error, tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 from layouts import LAYOUTS, NUMPY_DTYPES, NUMPY_LAYOUTS, Held, held_inputs

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import CPU_BACKENDS, DTYPES, reference_rankme, relative_error
+from common import CPU_BACKENDS, DTYPES, reference_rankme, relative_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

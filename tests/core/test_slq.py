@@ -160,3 +160,21 @@ def test_accumulator_estimate_and_method_switch(rng):
         acc.rankme(method="svd")
     with pytest.raises(ValueError, match="nothing has been accumulated"):
         rf.GramAccumulator(dim=4).estimate_rankme()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_slq_estimate_and_lidar_run_on_the_gpu(rng):
+    from rankme_fast import slq
+    from rankme_fast.lidar import ClassScatterAccumulator
+
+    z = torch.from_numpy(rng.standard_normal((2000, 300)))
+    gram = z.T @ z
+    on_cpu = slq.estimate_rankme(gram, count=2000, seed=4)
+    on_gpu = slq.estimate_rankme(gram.cuda(), count=2000, seed=4)
+    assert on_gpu.value == pytest.approx(on_cpu.value, rel=1e-8)
+    labels = torch.from_numpy(rng.integers(0, 10, 2000))
+    cpu_lidar = ClassScatterAccumulator(10).update(z, labels).lidar()
+    gpu_lidar = ClassScatterAccumulator(10).update(z.cuda(), labels.cuda()).lidar()
+    assert gpu_lidar == pytest.approx(cpu_lidar, rel=1e-9)
+
+

@@ -1,5 +1,5 @@
-"""RankMe inside compiled training steps (on the CPU here; tests/test_gpu.py repeats the GPU
-parts): the update is the custom op rankme_fast::update_state_, a step that calls `metric.update`
+"""RankMe inside compiled training steps (on the CPU, and with a GPU its sync-free updates and
+CUDA graphs): the update is the custom op rankme_fast::update_state_, a step that calls `metric.update`
 compiles as one graph with torch.compile(fullgraph=True) and equals the eager step, and the
 non-finite policies that never read back from the device keep their contract: nothing
 silently lost, nothing counted twice."""
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_embeddings, reference_rankme, relative_error
+from common import make_embeddings, reference_rankme, relative_error
 
 import rankme_fast as rf
 from rankme_fast import update
@@ -209,3 +209,59 @@ def test_reset_keeps_the_state_where_compiled_steps_write_it():
         assert int(metric.count) == 120
     assert metric.gram is gram and metric.count is count
     assert counters["stats"]["unique_graphs"] == 1
+
+
+# ---- compiled steps on a GPU ----------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@needs_cuda
+def test_metric_updates_never_wait_for_the_gpu():
+    from rankme_fast.integrations import RankMeMetric
+
+    for centered in (False, True):
+        metric = RankMeMetric(64, centered=centered).cuda()  # nonfinite="auto" is "defer" on a GPU
+        z = torch.randn(256, 64, device="cuda") + 3.0
+        metric.update(z)  # first batch: backend choice and its self-check may read back
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for part in z.split(37):
+                metric.update(part)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        assert int(metric.count) == 512
+        expected = reference_rankme(torch.cat([z, z]).cpu(), centered)
+        assert relative_error(float(metric.compute()), expected) <= 1e-9
+
+
+@needs_cuda
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_compiled_and_cuda_graph_steps_equal_eager(mode):
+    from torch._dynamo.utils import counters
+
+    from rankme_fast.integrations import RankMeMetric
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(96, 256), torch.nn.GELU(), torch.nn.Linear(256, 128)).cuda()
+    compiled_metric, eager_metric = RankMeMetric(128).cuda(), RankMeMetric(128).cuda()
+
+    def step(x, metric):
+        embeddings = model(x)
+        metric.update(embeddings)
+        return embeddings.square().mean()
+
+    compiled = torch.compile(step, fullgraph=True, mode=mode)
+    inputs = [torch.randn(512, 96, device="cuda") for _ in range(8)]
+    counters.clear()
+    for x in inputs:
+        torch.testing.assert_close(compiled(x, compiled_metric), step(x, eager_metric))
+    torch.cuda.synchronize()
+    assert counters["stats"]["unique_graphs"] == 1
+    if mode == "reduce-overhead":
+        assert not counters["inductor"]["cudagraph_skips"], "the step was not captured in a CUDA graph"
+    assert int(compiled_metric.count) == int(eager_metric.count) == 8 * 512
+    assert relative_error(float(compiled_metric.compute()), float(eager_metric.compute())) <= 1e-9
+
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import CPU_BACKENDS
+from common import CPU_BACKENDS
 
 import rankme_fast as rf
 

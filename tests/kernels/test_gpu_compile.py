@@ -15,7 +15,7 @@ import torch
 import rankme_fast as rf
 from rankme_fast.backends.triton_backend import interpreter_enabled, triton_installed
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import gpu_compile
 
 pytestmark = [

@@ -59,7 +59,7 @@ def test_the_offline_venv_sees_the_packages_of_a_venv_interpreter(tmp_path):
     system's (which --system-site-packages alone would give)."""
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     image = tmp_path / "image"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(image)], check=True, timeout=120)
     purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SPECTRA, TOLERANCE, condition_class, make_embeddings
+from common import SPECTRA, TOLERANCE, condition_class, make_embeddings
 
 import rankme_fast as rf
 from rankme_fast import metrics

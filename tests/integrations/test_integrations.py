@@ -1,5 +1,5 @@
 """The training-loop integrations in one process: RankMeMetric (torchmetrics), RankMeRecorder
-(plain PyTorch hook) and RankMeCallback (Lightning). tests/test_distributed.py covers
+(plain PyTorch hook) and RankMeCallback (Lightning). tests/integrations/test_distributed.py covers
 several processes."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_embeddings
+from common import make_embeddings
 from torch import nn
 
 import rankme_fast as rf

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import reference_rankme, relative_error
+from common import DTYPES, reference_rankme, relative_error
 
 import rankme_fast as rf
 from rankme_fast import backends
@@ -111,3 +111,22 @@ def test_the_self_check_leaves_the_users_state_alone(registry, rng):
         rf.rankme(rng.standard_normal((40, 5)))  # runs the self-check
     after = acc.state_dict()
     assert before["count"] == after["count"] and torch.equal(before["gram"], after["gram"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize(("name", "precision"), [("cuda", "exact"), ("cuda", "fast"), ("triton", "fast"),
+                                                 ("triton-deterministic", "fast")])  # fmt: skip
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_gpu_kernels_pass_their_first_use_self_check(name, precision, dtype):
+    from rankme_fast._inputs import dtype_name, kernel_input
+    from rankme_fast.backends import _REGISTRY, self_check
+
+    backend = _REGISTRY[name]
+    reason = backend.unavailable_reason(kernel_input(torch.zeros(2, 2, dtype=dtype, device="cuda")), precision)
+    if reason is not None:
+        pytest.skip(reason)
+    self_check.forget()
+    assert self_check.failure(backend, torch.device("cuda"), dtype_name(dtype), precision) is None
+    assert rf.available_backends(precision)[name] is None
+
+

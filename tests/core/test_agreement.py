@@ -1,20 +1,24 @@
-"""Every backend, input dtype and spectrum against float64 SVD (ARCHITECTURE.md, "Numerics")."""
+"""Every device, backend, input dtype and spectrum against float64 SVD (ARCHITECTURE.md, "Numerics")."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from common import (
     CPU_BACKENDS,
+    DEVICE_BACKENDS,
+    DEVICES,
     DTYPES,
     SPECTRA,
     TOLERANCE,
     as_dtype,
     condition_class,
     make_embeddings,
+    on_device,
     reference_rankme,
     relative_error,
+    skip_unless_takes,
     tolerance,
 )
 
@@ -23,42 +27,46 @@ import rankme_fast as rf
 SHAPES = [(700, 37), (300, 130), (1, 9), (20, 67), (129, 64)]
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize(("device", "backend"), DEVICE_BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", SPECTRA)
 @pytest.mark.parametrize("precision", ["exact", "fast"])
-def test_rankme_matches_svd(backend, dtype, kind, precision, rng):
+def test_rankme_matches_svd(device, backend, dtype, kind, precision, rng):
     n, d = SHAPES[rng.integers(len(SHAPES))]
     z = as_dtype(make_embeddings(kind, n, d, seed=int(rng.integers(1 << 31))), dtype)
-    value = rf.rankme(z, backend=backend, precision=precision)
+    skip_unless_takes(backend, z.to(device), precision)
+    value = rf.rankme(z.to(device), backend=backend, precision=precision)
     assert relative_error(value, reference_rankme(z)) <= tolerance(z, precision), (n, d)
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize(("device", "backend"), DEVICE_BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(513, 100), (64, 200), (1, 5), (5, 1), (1000, 1)])
-def test_centered_matches_svd_of_centred_data(backend, dtype, shape, rng):
+def test_centered_matches_svd_of_centred_data(device, backend, dtype, shape, rng):
     z = as_dtype(make_embeddings("large_mean", *shape, seed=int(rng.integers(1 << 31))), dtype)
+    skip_unless_takes(backend, z.to(device))
     if shape[0] == 1:  # one centred row is all zeros: RankMe is undefined
         with pytest.raises(ValueError, match="undefined"):
-            rf.rankme(z, backend=backend, centered=True)
+            rf.rankme(z.to(device), backend=backend, centered=True)
         return
-    value = rf.rankme(z, backend=backend, centered=True)
+    value = rf.rankme(z.to(device), backend=backend, centered=True)
     assert relative_error(value, reference_rankme(z, centered=True)) <= 1e-5
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_centered_stream_is_exact_when_mean_dwarfs_spread(backend, rng):
+@pytest.mark.parametrize(("device", "backend"), DEVICE_BACKENDS)
+def test_centered_stream_is_exact_when_mean_dwarfs_spread(device, backend, rng):
     """|mean| / std = 1e6: a naive G - s sᵀ/n in float64 would lose every digit."""
     spread = rng.standard_normal((4000, 24)) * np.linspace(1.0, 3.0, 24)
     z = spread + 1e6
+    skip_unless_takes(backend, on_device(z, device))
     acc = rf.GramAccumulator(centered=True, backend=backend)
     for batch in np.array_split(z, 7):
-        acc.update(batch)
+        acc.update(on_device(batch, device))
+    assert acc.device.type == device  # the state stays where the embeddings are
     got = acc.spectrum().rankme()
     assert relative_error(got, reference_rankme(spread, centered=True)) <= 1e-7
     expected_cov = np.cov(spread, rowvar=False) * (len(z) - 1)
-    np.testing.assert_allclose(acc.gram().numpy(), expected_cov, rtol=1e-6, atol=1e-6 * expected_cov.max())
+    np.testing.assert_allclose(acc.gram().cpu().numpy(), expected_cov, rtol=1e-6, atol=1e-6 * expected_cov.max())
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -111,12 +119,13 @@ def test_wide_centered(backend, rng):
     assert relative_error(value, reference_rankme(z, True)) <= TOLERANCE[condition_class(z, centered=True)]
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_collapsed_embeddings_within_design_bound(backend, rng):
+@pytest.mark.parametrize(("device", "backend"), DEVICE_BACKENDS)
+def test_collapsed_embeddings_within_design_bound(device, backend, rng):
     """The collapsed case of ARCHITECTURE.md, "Numerics", at reduced size: rank-32 collapse,
     D=256, exact route ≤ 1e-5."""
     z = (rng.standard_normal((4096, 32)) @ rng.standard_normal((32, 256))).astype(np.float32)
-    assert relative_error(rf.rankme(z, backend=backend), reference_rankme(z)) <= 1e-5
+    skip_unless_takes(backend, on_device(z, device))
+    assert relative_error(rf.rankme(on_device(z, device), backend=backend), reference_rankme(z)) <= 1e-5
 
 
 def test_bfloat16_numpy_input_via_ml_dtypes(rng):
@@ -166,3 +175,12 @@ def test_torch_fast_mode_multiplies_in_float64_when_float32_products_are_reduced
     done = subprocess.run([sys.executable, "-c", _SWITCHED, switch], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == ("False" if switch == "pass" else "True")
+
+
+@pytest.mark.skipif("cuda" not in DEVICES, reason="no CUDA device")
+def test_auto_takes_the_cuda_kernel_for_exact_gpu_input(rng):
+    z = torch.from_numpy(rng.standard_normal((700, 90))).float().cuda()
+    acc = rf.GramAccumulator().update(z)
+    assert acc.last_backend == ("cuda" if rf.available_backends()["cuda"] is None else "torch")
+    assert "cpu" in acc.not_chosen and acc.device.type == "cuda"
+    assert relative_error(acc.rankme(), reference_rankme(z.cpu())) <= 1e-9

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CORE_TESTS = ["test_cpu_kernel.py", "test_agreement.py", "test_bad_input.py", "test_streaming.py",
-              "test_metrics.py", "test_self_check.py"]  # fmt: skip
+ROOT = Path(__file__).resolve().parents[2]
+CORE_TESTS = ["kernels/test_cpu_kernel.py", "core/test_agreement.py", "core/test_bad_input.py",
+              "core/test_streaming.py", "core/test_metrics.py", "kernels/test_self_check.py"]  # fmt: skip
 EXTRAS = {  # layer -> the extra its ImportError names
     "rankme_fast.scaling": "fit",
     "rankme_fast.audio": "audio",
@@ -58,6 +58,7 @@ def test_the_core_alone_installs_imports_and_passes_its_tests(tmp_path):
     shutil.copytree(ROOT / "tests", tmp_path / "tests")
     where = _run([python, "-c", "import rankme_fast; print(rankme_fast.__file__)"], cwd=tmp_path).stdout
     assert str(venv) in where  # the installed copy, not the checkout
-    done = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(f"tests/{t}" for t in CORE_TESTS)],
+    done = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "pythonpath=tests",
+                           *(f"tests/{t}" for t in CORE_TESTS)],
                           capture_output=True, text=True, cwd=tmp_path, timeout=1200)  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:]

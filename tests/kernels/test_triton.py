@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SPECTRA, make_embeddings, reference_rankme, relative_error, tolerance
+from common import SPECTRA, make_embeddings, reference_rankme, relative_error, tolerance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from layouts import held_inputs

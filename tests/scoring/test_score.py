@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_embeddings
+from common import make_embeddings
 
 import rankme_fast as rf
 from rankme_fast.cli import main as cli

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "rankme_fast"
+PACKAGE = Path(__file__).resolve().parents[2] / "rankme_fast"
 
 # ARCHITECTURE.md, "Layers": a module may import only from its own layer or the ones above it.
 LAYERS = [

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import make_embeddings
+from common import make_embeddings, relative_error
 
 import rankme_fast as rf
 
@@ -196,3 +196,45 @@ def test_ranks_that_disagree_on_d_all_raise_and_keep_their_state(ranks):
     for result in ranks:
         assert "rank 0: D=8, rank 1: D=9" in str(result["mismatch"])
         assert result["mismatch_state_kept"]
+
+
+def _nccl_worker(rank: int, init_file: str, result_dir: str) -> None:
+    import datetime
+    import traceback
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from rankme_fast.integrations import RankMeMetric
+
+    try:
+        torch.cuda.set_device(rank)
+        dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=2,
+                                timeout=datetime.timedelta(seconds=120))  # fmt: skip
+        out = {}
+        for centered, z in zip((False, True), _data(), strict=True):
+            metric = RankMeMetric(z.shape[1], centered=centered).cuda()
+            for batch in _shard(z, rank).split(64):
+                metric.update(batch.float().cuda())
+            out[centered] = float(metric.compute())
+        dist.destroy_process_group()
+    except BaseException:
+        out = {"error": traceback.format_exc()}
+    torch.save(out, Path(result_dir) / f"rank{rank}.pt")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="two-process NCCL needs two GPUs")
+def test_two_process_nccl_equals_one_process(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_nccl_worker, args=(r, str(tmp_path / "store"), str(tmp_path))) for r in (0, 1)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(180)
+    results = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    for result in results:
+        assert "error" not in result, result.get("error")
+        for centered, z in zip((False, True), _data(), strict=True):
+            assert relative_error(result[centered], rf.rankme(z.float(), centered=centered)) <= 1e-9

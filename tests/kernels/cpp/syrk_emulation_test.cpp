@@ -3,7 +3,7 @@
 // launch plan, tile order, stage loads (16-byte and scalar paths, strides, ragged edges), cast
 // and shift, the three inner products, column sums, direct and atomic epilogues. Checks the
 // lower triangle against a float64 reference and that the upper triangle is untouched. Run by
-// tests/test_cuda_kernel.py.
+// tests/kernels/test_cuda_kernel.py.
 #include "cuda_emulation.h"
 // (the emulation must come first)
 #include <cstdio>

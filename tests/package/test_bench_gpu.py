@@ -16,7 +16,7 @@ import torch
 
 from rankme_fast.backends.triton_backend import triton_installed
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 import bench_gpu  # noqa: E402
 

@@ -1,5 +1,5 @@
 // CPU check of the CUDA kernel's warp-level index math (csrc/cuda/warp_tile.h), run by
-// tests/test_cuda_kernel.py. The tensor-core instructions are emulated from their operand
+// tests/kernels/test_cuda_kernel.py. The tensor-core instructions are emulated from their operand
 // layouts in mma_truth.h, so that this test does not reuse warp_tile.h's hand-derived
 // formulas as its own truth. Every warp tile product must come out exact (integer data) and
 // land where the epilogue reads it.

@@ -194,7 +194,7 @@ def test_torchrun_two_processes_equal_one(tmp_path, corpus):
 
 def test_labels_give_a_probe_and_a_law_a_prediction_with_its_warning(tmp_path, corpus, capsys):
     labels = corpus.parent / f"{corpus.name}-labels.csv"
-    law = Path(__file__).resolve().parent.parent / "bench" / "results" / "study-full" / "fits.json"
+    law = Path(__file__).resolve().parents[2] / "bench" / "results" / "study-full" / "fits.json"
     out = tmp_path / "out.json"
     code = cli(["audio", "log-mel", str(corpus), "--no-progress", "--workers", "0", "--labels", str(labels),
                 "--label-column", "digit", "--group-column", "voice", "--law", str(law), "--plot",

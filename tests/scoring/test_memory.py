@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "stream_memory.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "stream_memory.py"
 
 
 def _run(rows: int, dim: int) -> dict:
