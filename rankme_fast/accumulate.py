@@ -33,9 +33,27 @@ class GramAccumulator:
     """Streams batches of embeddings (N, D) into a float64 D x D Gram state.
 
     `update` takes torch tensors (any device) or numpy arrays of any float dtype, shape
-    (..., D). Bad input raises ValueError/TypeError and leaves the state unchanged. Rows
-    holding NaN or Inf follow `nonfinite` (rankme_fast.update: "raise", "drop", "defer" or
-    "auto").
+    (..., D). Bad input raises ValueError/TypeError and leaves the state unchanged. Memory is
+    D²·8 bytes (plus D·8 for a centred state's mean), whatever the number of rows.
+
+    Args:
+        dim: D, or None to take it from the first batch.
+        centered: keep the scatter about the mean (merged by the Chan/Pébay formula, exact
+            when |mean| ≫ std) instead of ZᵀZ.
+        precision: "exact" (float64 products) or "fast" (float32 products within a block).
+        backend: "auto", or a name of `rf.available_backends()`.
+        device: where the state lives (default: the first batch's device).
+        nonfinite: rows holding NaN or Inf: "raise" (default), "drop", "defer" or "auto"
+            (rankme_fast.update).
+
+    Example:
+        >>> import numpy as np, rankme_fast as rf
+        >>> z = np.random.default_rng(0).standard_normal((2000, 64)) * np.arange(1, 65) ** -0.5
+        >>> acc = rf.GramAccumulator()
+        >>> for part in np.array_split(z, 4):
+        ...     _ = acc.update(part)
+        >>> acc.count, acc.dim, round(acc.rankme(), 4)
+        (2000, 64, 54.8356)
     """
 
     def __init__(

@@ -22,6 +22,24 @@ def spectrum(
 
     When N < D the N x N Gram Z Zᵀ is used: it has the same nonzero eigenvalues and costs
     N²·D instead of N·D² operations.
+
+    Args:
+        Z: embeddings of any float dtype (float64, float32, float16, bfloat16), shape (..., D).
+        centered: the covariance spectrum (the scatter about the mean) instead of ZᵀZ's.
+        precision: "exact" (float64 products) or "fast" (float32 products within a block).
+        backend: "auto", or a name of `rf.available_backends()`.
+
+    Returns:
+        A Spectrum: float64 eigenvalues, descending, top min(N, D); the metrics of the family.
+
+    Example:
+        >>> import numpy as np, rankme_fast as rf
+        >>> z = np.random.default_rng(0).standard_normal((2000, 64)) * np.arange(1, 65) ** -0.5
+        >>> s = rf.spectrum(z)
+        >>> s.count, s.dim, s.eigenvalues.shape
+        (2000, 64, (64,))
+        >>> round(s.participation_ratio(), 4)
+        14.1842
     """
     matrix = kernel_input(Z, name="Z")
     if matrix.rows >= matrix.cols:
@@ -41,8 +59,23 @@ def rankme(
 ) -> float:
     """RankMe of Z: exp(entropy of σ/Σσ + eps), σ the singular values (ARCHITECTURE.md, "Definitions").
 
-    `convention` names another library's formula (rankme_fast.conventions.CONVENTIONS); one
-    that centres Z turns `centered` on.
+    Args:
+        Z: embeddings of any float dtype, torch (any device) or numpy, shape (..., D).
+        eps: added to each σ/Σσ, outside the fraction (the paper's 1e-7).
+        centered, precision, backend: as for `spectrum`.
+        convention: another library's formula by name (rankme_fast.conventions.CONVENTIONS);
+            one that centres Z turns `centered` on.
+
+    Returns:
+        RankMe, a float between 1 and min(N, D) (a little above, by eps).
+
+    Example:
+        >>> import numpy as np, rankme_fast as rf
+        >>> z = np.random.default_rng(0).standard_normal((2000, 64)) * np.arange(1, 65) ** -0.5
+        >>> round(rf.rankme(z), 4)
+        54.8356
+        >>> round(rf.rankme(z, centered=True), 4)
+        54.8348
     """
     if convention is not None:
         centered = centered or get_convention(convention).centered

@@ -67,6 +67,16 @@ class RankMeMetric(Metric):
     max_samples/W it sees), the cap of the RankMe paper being 25 600. States are float64 and
     stay so under `model.half()` or `.to(dtype)`; they are saved in `state_dict` (D²·8 bytes)
     unless `persistent=False`, so a resumed run loses no rows.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> from rankme_fast.integrations import RankMeMetric
+        >>> z = np.random.default_rng(0).standard_normal((2000, 64)) * np.arange(1, 65) ** -0.5
+        >>> metric = RankMeMetric(dim=64)
+        >>> for part in torch.from_numpy(z).split(500):
+        ...     metric.update(part)
+        >>> int(metric.count), round(float(metric.compute()), 4)
+        (2000, 54.8356)
     """
 
     full_state_update = False

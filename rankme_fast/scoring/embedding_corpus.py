@@ -66,7 +66,28 @@ class ScoreResult:
 
 def score_files(paths: list[str], options: ScoreOptions = ScoreOptions()) -> ScoreResult:
     """Score every row of every file (files, directories, globs). Collective under
-    torch.distributed: every process calls it and gets the same result."""
+    torch.distributed: every process calls it and gets the same result.
+
+    Args:
+        paths: files (.npy, .npz, .safetensors, .parquet, .arrow, .feather, .h5, .hdf5),
+            directories (recursive) and globs.
+        options: ScoreOptions (JobOptions' checkpoints, resume, bad files, metrics, and the
+            key/column, centring, non-finite rows, batch size and row cap).
+
+    Returns:
+        ScoreResult: the metrics of all rows, counts, timing, and a FileReport per file.
+
+    Example:
+        >>> import tempfile, numpy as np, rankme_fast as rf
+        >>> from rankme_fast.scoring import ScoreOptions, score_files
+        >>> z = np.random.default_rng(0).standard_normal((2000, 64)) * np.arange(1, 65) ** -0.5
+        >>> folder = tempfile.mkdtemp()
+        >>> for i, part in enumerate(np.array_split(z, 4)):
+        ...     np.save(f"{folder}/part{i}.npy", part)
+        >>> result = score_files([folder], ScoreOptions(progress=False))
+        >>> result.rows, len(result.files), round(result.metrics["rankme"], 4)
+        (2000, 4, 54.8356)
+    """
     options.check()
     rank, processes = world()
     corpus = EmbeddingCorpus(embedding_paths(paths)[rank::processes], options)
