@@ -48,9 +48,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def machine() -> dict:
+    from bench_cpu import cpu_model
+
     return {
         "platform": platform.platform(),
-        "processor": platform.processor(),
+        "processor": cpu_model(),
         "cpus": torch.get_num_threads(),
         "torch": torch.__version__,
         "date": dt.date.today().isoformat(),

@@ -38,10 +38,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def cpu_model() -> str:
+    """The CPU's model name with its family and model numbers (a VM may show only "AMD EPYC":
+    family 25 is Zen 3/4, 26 is Zen 5)."""
+    fields = {}
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    if "model name" not in fields:
+        return platform.processor()
+    return f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
 
 
 def gram_with(kernel: str, precision: str, z: torch.Tensor, isa: str | None = None) -> Callable[[], object]:
