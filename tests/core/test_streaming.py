@@ -102,6 +102,17 @@ def test_state_dict_round_trip(tmp_path, centered, precision, rng):
     assert restored.rankme() == acc.rankme()
 
 
+def test_a_state_saved_in_the_first_format_still_loads(rng):
+    """Version 1 of the saved state had no count of rows left out for NaN/Inf."""
+    z = rng.standard_normal((300, 12))
+    saved = rf.GramAccumulator(centered=True).update(z).state_dict()
+    assert saved["version"] == 2
+    first = {key: value for key, value in saved.items() if key != "nonfinite"} | {"version": 1}
+    loaded = rf.GramAccumulator.from_state_dict(first)
+    assert loaded.count == 300 and loaded.nonfinite_rows == 0
+    assert loaded.rankme() == rf.GramAccumulator.from_state_dict(saved).rankme()
+
+
 def test_state_dict_of_empty_accumulator():
     restored = rf.GramAccumulator.from_state_dict(rf.GramAccumulator(dim=4).state_dict())
     assert restored.count == 0 and restored.dim == 4

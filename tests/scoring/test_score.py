@@ -290,6 +290,14 @@ def test_resume_refuses_a_checkpoint_of_another_job(tmp_path, z):
     assert _close(_score([tmp_path / "a.npy"], checkpoint=state, resume=True, batch_rows=100), rf.rankme(z))
 
 
+def test_a_checkpoint_of_the_earlier_format_is_refused_with_a_clear_message(tmp_path, z):
+    np.save(tmp_path / "a.npy", z)
+    state = tmp_path / "state.pt"
+    torch.save({"format": "rankme_fast.score-checkpoint", "version": 1, "job": {}, "position": [0, 0]}, state)
+    with pytest.raises(ValueError, match="earlier version of rankme-fast, which cannot be resumed"):
+        _score([tmp_path / "a.npy"], checkpoint=str(state), resume=True)
+
+
 # -- several processes ----------------------------------------------------------------------------
 
 
