@@ -8,11 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from rankme_fast._checks import check_positive_int
 from rankme_fast._inputs import KernelInput, kernel_input
 from rankme_fast.accumulate import GramAccumulator
 from rankme_fast.backends import select_backend
 from rankme_fast.conventions import get_convention
 from rankme_fast.spectrum import Spectrum, spectra_of_grams, spectrum_of_gram
+from rankme_fast.uncertainty import BlockSpectra, Comparison, Estimate, compare_blocks
 
 
 def spectrum(
@@ -56,7 +58,10 @@ def rankme(
     precision: str = "exact",
     backend: str = "auto",
     convention: str | None = None,
-) -> float:
+    ci: float | None = None,
+    blocks: int = 10,
+    groups: Any = None,
+) -> float | Estimate:
     """RankMe of Z: exp(entropy of σ/Σσ + eps), σ the singular values (ARCHITECTURE.md, "Definitions").
 
     Args:
@@ -65,9 +70,15 @@ def rankme(
         centered, precision, backend: as for `spectrum`.
         convention: another library's formula by name (rankme_fast.conventions.CONVENTIONS);
             one that centres Z turns `centered` on.
+        ci: a confidence level (e.g. 0.95) to get an Estimate with the delete-one-block
+            jackknife's standard error, bias-corrected value and interval
+            (rankme_fast.uncertainty) instead of a float.
+        blocks: blocks of rows for `ci` (K ≥ 2): K contiguous runs of rows (neighbouring rows,
+            often the most alike, stay together), unless `groups` (one key per row) keeps the
+            rows of each key in one block.
 
     Returns:
-        RankMe, a float between 1 and min(N, D) (a little above, by eps).
+        RankMe, a float between 1 and min(N, D) (a little above, by eps), or an Estimate.
 
     Example:
         >>> import numpy as np, rankme_fast as rf
@@ -76,10 +87,77 @@ def rankme(
         54.8356
         >>> round(rf.rankme(z, centered=True), 4)
         54.8348
+        >>> estimate = rf.rankme(z, ci=0.95)
+        >>> round(estimate.standard_error, 3), estimate.blocks
+        (0.134, 10)
     """
     if convention is not None:
         centered = centered or get_convention(convention).centered
+    if ci is not None:
+        if convention is not None:
+            raise ValueError("ci and convention together are not supported: an interval is for RankMe as defined")
+        return block_spectra(Z, blocks=blocks, groups=groups, centered=centered, precision=precision,
+                             backend=backend).estimate("rankme", ci=ci, eps=eps)  # fmt: skip
     return spectrum(Z, centered=centered, precision=precision, backend=backend).rankme(eps, convention=convention)
+
+
+def block_spectra(
+    Z: Any, *, blocks: int = 10, groups: Any = None, centered: bool = False, precision: str = "exact",
+    backend: str = "auto",
+) -> BlockSpectra:
+    """The spectrum of Z and the spectra that each leave one of `blocks` blocks of rows out
+    (K contiguous runs of rows, or by `groups` key), from one pass: `.estimate(metric, ci=...)`
+    gives any metric of the family with its jackknife interval (rankme_fast.uncertainty)."""
+    return _blocked(Z, blocks, groups, centered, precision, backend).block_spectra()
+
+
+def compare(
+    a: Any, b: Any, *, metric: str = "rankme", ci: float = 0.95, eps: float = 1e-7, blocks: int = 10,
+    groups: Any = None, centered: bool = False, precision: str = "exact", backend: str = "auto",
+) -> Comparison:
+    """Is `a` above `b`? Two embedding sets of the same rows (two encoders or checkpoints on
+    one set of inputs, in the same order), or two GramAccumulators / BlockSpectra that split
+    such rows into blocks alike: each one's metric with its interval, and the paired jackknife
+    interval of a − b; `.conclusion` says "a is above b" only when that interval excludes 0.
+
+    Example:
+        >>> import numpy as np, rankme_fast as rf
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.standard_normal((4000, 32))
+        >>> wide, narrow = x * np.arange(1, 33) ** -0.3, x * np.arange(1, 33) ** -0.6
+        >>> print(rf.compare(wide, narrow).conclusion)  # doctest: +ELLIPSIS
+        a is above b: the 95 % interval of a − b, [...], excludes 0
+    """
+    sides = []
+    for name, item in (("a", a), ("b", b)):
+        if isinstance(item, BlockSpectra):
+            sides.append(item)
+        elif isinstance(item, GramAccumulator):
+            sides.append(item.block_spectra())
+        else:
+            sides.append(_blocked(item, blocks, groups, centered, precision, backend, name=name).block_spectra())
+    if sides[0].total.count != sides[1].total.count:
+        raise ValueError(f"a has {sides[0].total.count:,} rows and b {sides[1].total.count:,}: compare needs the "
+                         "same rows, scored by both")  # fmt: skip
+    return compare_blocks(sides[0], sides[1], metric=metric, ci=ci, eps=eps)
+
+
+def _blocked(
+    Z: Any, blocks: int, groups: Any, centered: bool, precision: str, backend: str, name: str = "Z"
+) -> GramAccumulator:
+    """Z in a GramAccumulator of `blocks` blocks: row i in block ⌊i·K/N⌋, or by `groups` key."""
+    check_positive_int(blocks, "blocks")
+    if blocks < 2:
+        raise ValueError(f"an interval needs blocks >= 2 (default 10), got blocks={blocks}")
+    matrix = kernel_input(Z, name=name)
+    acc = GramAccumulator(centered=centered, precision=precision, backend=backend, blocks=blocks)
+    if groups is not None:
+        return acc.update(matrix.data, groups=groups)
+    for block in range(blocks):
+        start, stop = block * matrix.rows // blocks, (block + 1) * matrix.rows // blocks
+        if stop > start:
+            acc.update(matrix.data[start:stop], block=block)
+    return acc
 
 
 def rankme_many(

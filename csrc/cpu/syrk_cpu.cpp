@@ -67,11 +67,13 @@ int rf_cpu_column_mean(const rf_matrix_view* z, double* out, char* err, size_t e
   if (!valid_view(z)) return fail(err, err_len, "invalid matrix view (null data, empty shape or unknown dtype)");
   const rf_matrix_view v = *z;
   // A fixed number of row chunks, summed in a fixed order: deterministic for any thread count.
+  // Small inputs stay on one thread: waking a team costs more than the sums (and far more
+  // when other processes hold the cores).
   constexpr int64_t kChunks = 16;
   std::vector<double> partial(static_cast<size_t>(kChunks * v.cols), 0.0);
   dispatch_dtype(v.dtype, [&](auto tag) {
     using Tag = decltype(tag);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (v.rows * v.cols > (1 << 16))
     for (int64_t chunk = 0; chunk < kChunks; ++chunk) {
       double* sums = partial.data() + chunk * v.cols;
       for (int64_t r = chunk * v.rows / kChunks; r < (chunk + 1) * v.rows / kChunks; ++r) {

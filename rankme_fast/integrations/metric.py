@@ -13,6 +13,7 @@ from rankme_fast._extras import require
 require("rankme_fast.integrations.metric", "train", "torchmetrics")
 
 import functools
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,6 +37,7 @@ from rankme_fast.state import (
     merge,
     symmetric,
 )
+from rankme_fast.uncertainty import block_spectra_of, check_level
 from rankme_fast.update import check_nonfinite, resolve_nonfinite
 
 _STATES = ("gram", "count", "mean")
@@ -68,6 +70,13 @@ class RankMeMetric(Metric):
     stay so under `model.half()` or `.to(dtype)`; they are saved in `state_dict` (D²·8 bytes)
     unless `persistent=False`, so a resumed run loses no rows.
 
+    With `ci` (a confidence level such as 0.95) each batch goes to the next of `blocks` block
+    states in turn and `compute` returns a dict with, for RankMe (and each of `metrics`), the
+    value, its delete-one-block jackknife standard error `<name>_se` and interval
+    `<name>_low`/`<name>_high` (rankme_fast.uncertainty): log it with `self.log_dict`. The pass
+    does the same kernel work; the states take `blocks`·D²·8 bytes and `compute` runs
+    `blocks` + 1 eigensolves in one batched call. `count` then holds the rows of each block.
+
     Example:
         >>> import numpy as np, torch
         >>> from rankme_fast.integrations import RankMeMetric
@@ -77,6 +86,12 @@ class RankMeMetric(Metric):
         ...     metric.update(part)
         >>> int(metric.count), round(float(metric.compute()), 4)
         (2000, 54.8356)
+        >>> with_error = RankMeMetric(dim=64, ci=0.95)
+        >>> for part in torch.from_numpy(z).split(200):
+        ...     with_error.update(part)
+        >>> logged = with_error.compute()
+        >>> round(float(logged["rankme"]), 4), bool(logged["rankme_low"] < logged["rankme"] < logged["rankme_high"])
+        (54.8356, True)
     """
 
     full_state_update = False
@@ -95,6 +110,8 @@ class RankMeMetric(Metric):
         max_samples: int | None = None,
         nonfinite: str = "auto",
         persistent: bool = True,
+        ci: float | None = None,
+        blocks: int = 10,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -104,6 +121,11 @@ class RankMeMetric(Metric):
         if not eps >= 0:
             raise ValueError(f"eps must be a non-negative number, got {eps!r}")
         check_max_samples(max_samples)
+        check_positive_int(blocks, "blocks")
+        if ci is not None:
+            check_level(ci)
+            if blocks < 2:
+                raise ValueError(f"an interval needs blocks >= 2 (default 10), got blocks={blocks}")
         if metrics is not None:
             metrics = tuple(metrics)
             unknown = [name for name in metrics if name not in METRIC_NAMES]
@@ -113,15 +135,21 @@ class RankMeMetric(Metric):
                 raise ValueError("nesum is defined on the covariance spectrum: pass centered=True")
         self.eps, self.centered, self.precision, self.backend = float(eps), bool(centered), precision, backend
         self.metric_names, self.max_samples, self.nonfinite = metrics, max_samples, nonfinite
+        self.ci, self.blocks = ci, (int(blocks) if ci is not None else 1)
+        self._lead = (self.blocks,) if ci is not None else ()  # a leading block dimension on every state
+        self._block = 0  # the block the next batch goes to (eager updates; `next_block` is its saved copy)
         size = 0 if dim is None else int(dim)
         # dist_reduce_fx is what torchmetrics would do; _sync_dist and merge_state replace it
-        zeros = torch.zeros
-        self.add_state("gram", zeros(size, size, dtype=torch.float64), dist_reduce_fx="sum", persistent=persistent)
-        self.add_state("count", zeros((), dtype=torch.int64), dist_reduce_fx="sum", persistent=persistent)
+        zeros, lead = torch.zeros, self._lead
+        self.add_state("gram", zeros(*lead, size, size, dtype=torch.float64), dist_reduce_fx="sum",
+                       persistent=persistent)  # fmt: skip
+        self.add_state("count", zeros(lead, dtype=torch.int64), dist_reduce_fx="sum", persistent=persistent)
         # rows skipped for NaN/Inf under "defer"/"drop", counted on the device
-        self.add_state("nonfinite_rows", zeros((), dtype=torch.int64), dist_reduce_fx="sum", persistent=persistent)
+        self.add_state("nonfinite_rows", zeros(lead, dtype=torch.int64), dist_reduce_fx="sum", persistent=persistent)
         if self.centered:
-            self.add_state("mean", zeros(size, dtype=torch.float64), dist_reduce_fx=None, persistent=persistent)
+            self.add_state("mean", zeros(*lead, size, dtype=torch.float64), dist_reduce_fx=None, persistent=persistent)
+        if ci is not None:
+            self.add_state("next_block", zeros((), dtype=torch.int64), dist_reduce_fx=None, persistent=persistent)
 
     # -- the torchmetrics contract -------------------------------------------------------------
 
@@ -131,8 +159,8 @@ class RankMeMetric(Metric):
         Traceable by torch.compile for tensors (the update is the op rankme_fast::update_state_);
         with `max_samples` it reads the row count back (one synchronisation on a GPU)."""
         _, rows, dim = check_batch(embeddings, name="embeddings")
-        if self.gram.numel() and dim != self.gram.shape[0]:
-            raise ValueError(f"embeddings have D={dim} but this metric has D={self.gram.shape[0]}")
+        if self.gram.numel() and dim != self.gram.shape[-1]:
+            raise ValueError(f"embeddings have D={dim} but this metric has D={self.gram.shape[-1]}")
         if rows == 0:
             return
         if isinstance(embeddings, np.ndarray):
@@ -143,24 +171,42 @@ class RankMeMetric(Metric):
         if z.device != self.gram.device:
             z = z.to(self.gram.device)
         if self.max_samples is not None:
-            room = room_left(self.max_samples, int(self.count), self.process_group)
+            room = room_left(self.max_samples, int(self.count.sum()), self.process_group)
             if room == 0:
                 return
             z = z[:room]
         if not self.gram.numel():  # D fixed by this first batch (give `dim` to compile for CUDA graphs)
-            self.gram = torch.zeros(dim, dim, dtype=torch.float64, device=self.gram.device)
-            if self.centered:
-                self.mean = torch.zeros(dim, dtype=torch.float64, device=self.gram.device)
-            self._static_addresses()
-        mean = self.mean if self.centered else self.gram.new_empty(0)
+            self._allocate(dim)
+        if self.ci is None:
+            self._update_state(self.gram, self.count, self.nonfinite_rows, self.mean if self.centered else None, z)
+        elif torch.compiler.is_compiling():  # the block index stays a tensor: no recompilation per block
+            index = self.next_block.view(1)
+            states = [getattr(self, name) for name in self._state_names()]
+            parts = [state.index_select(0, index).squeeze(0) for state in states]
+            self._update_state(*parts[:3], parts[3] if self.centered else None, z)
+            for state, part in zip(states, parts, strict=True):
+                state.index_copy_(0, index, part.unsqueeze(0))
+            self.next_block.add_(1).remainder_(self.blocks)
+        else:  # the block's views are updated in place
+            k = self._block
+            self._update_state(self.gram[k], self.count[k], self.nonfinite_rows[k],
+                               self.mean[k] if self.centered else None, z)  # fmt: skip
+            self._block = (k + 1) % self.blocks
+            self.next_block.fill_(self._block)
+
+    def _update_state(
+        self, gram: torch.Tensor, count: torch.Tensor, nonfinite: torch.Tensor, mean: torch.Tensor | None,
+        z: torch.Tensor,
+    ) -> None:
         torch.ops.rankme_fast.update_state_(
-            self.gram, self.count, self.nonfinite_rows, mean, z, self.centered, self.precision, self.backend,
-            self.nonfinite,
+            gram, count, nonfinite, gram.new_empty(0) if mean is None else mean, z, self.centered, self.precision,
+            self.backend, self.nonfinite,
         )  # fmt: skip
 
     def compute(self) -> torch.Tensor | dict[str, torch.Tensor]:
-        """RankMe (float64 scalar tensor) of all rows seen, or a dict when `metrics` was given."""
-        skipped, count = int(self.nonfinite_rows), int(self.count)
+        """RankMe (float64 scalar tensor) of all rows seen, or a dict when `metrics` or `ci`
+        was given."""
+        skipped, count = int(self.nonfinite_rows.sum()), int(self.count.sum())
         if skipped and resolve_nonfinite(self.nonfinite, self.gram.device) == "defer":
             raise NonFiniteRowsError.deferred(skipped, count + skipped)
         if skipped:
@@ -168,11 +214,34 @@ class RankMeMetric(Metric):
                           stacklevel=2)  # fmt: skip
         if count == 0:
             raise NothingSeenError("RankMeMetric.compute(): no rows were seen since the last reset (on any process)")
+        if self.ci is not None:
+            return self._compute_with_interval()
         spectrum = spectrum_of_gram(self.gram, count=count, dim=self.gram.shape[0], centered=self.centered)
         if self.metric_names is None:
             return torch.tensor(spectrum.rankme(self.eps), dtype=torch.float64)
         return {
             name: torch.tensor(spectrum.metric(name, self.eps), dtype=torch.float64) for name in self.metric_names
+        }
+
+    def _compute_with_interval(self) -> dict[str, torch.Tensor]:
+        """Each metric with its jackknife standard error and interval; NaN for those, with a
+        warning, while fewer than 2 blocks hold rows (fewer batches than that since the reset)."""
+        names = self.metric_names or ("rankme",)
+        held = int((self.count > 0).sum())
+        if held < 2:
+            warnings.warn(f"RankMeMetric: rows in {held} of {self.blocks} blocks (a block per batch): an interval "
+                          "needs at least 2; its bounds are NaN", RuntimeWarning, stacklevel=3)  # fmt: skip
+            only = self._block_states()[int(self.count.argmax())]
+            spectrum = spectrum_of_gram(only.gram, count=int(only.count), dim=only.dim, centered=self.centered)
+            values = {name: (spectrum.metric(name, self.eps), math.nan, math.nan, math.nan) for name in names}
+        else:
+            spectra = block_spectra_of(self._block_states(), [""] * self.blocks)
+            estimates = {name: spectra.estimate(name, ci=self.ci, eps=self.eps) for name in names}
+            values = {name: (e.value, e.standard_error, *e.interval) for name, e in estimates.items()}
+        return {
+            f"{name}{suffix}": torch.tensor(number, dtype=torch.float64)
+            for name, numbers in values.items()
+            for suffix, number in zip(("", "_se", "_low", "_high"), numbers, strict=True)
         }
 
     def _wrap_update(self, update: Any) -> Any:
@@ -199,38 +268,50 @@ class RankMeMetric(Metric):
         self.update(embeddings)
 
     def merge_state(self, incoming_state: Mapping[str, Any] | Metric) -> None:
-        """Fold another RankMeMetric (or its states) into this one: a sum, or a Chan merge when
-        centred."""
+        """Fold another RankMeMetric (or its states) into this one, block by block: a sum, or a
+        Chan merge when centred."""
         if isinstance(incoming_state, RankMeMetric):
-            other = incoming_state._state()
+            if incoming_state.blocks != self.blocks:
+                raise ValueError(f"cannot merge a metric of {incoming_state.blocks} blocks into one of {self.blocks}")
+            others = incoming_state._block_states()
         elif isinstance(incoming_state, Mapping):
-            other, _, _ = from_state_dict(self._as_state_dict(incoming_state), self.device)
+            others = [from_state_dict(saved, self.device)[0] for saved in self._saved_blocks(incoming_state)]
+            others = [] if all(other is None for other in others) else others
         else:
             raise TypeError(f"expected a RankMeMetric or a dict of its states, got {type(incoming_state).__name__}")
-        if other is None:
+        if not others:
             return
+        dim = next(other.dim for other in others if other is not None)
         if not self.gram.numel():
-            self._take(GramState.zeros(other.dim, centered=self.centered, precision=self.precision,
-                                       device=self.gram.device))  # fmt: skip
-        if other.dim != self.gram.shape[0]:
-            raise ValueError(f"cannot merge dim={other.dim} into dim={self.gram.shape[0]}")
-        merge(self._state(), other)
+            self._allocate(dim)
+        if dim != self.gram.shape[-1]:
+            raise ValueError(f"cannot merge dim={dim} into dim={self.gram.shape[-1]}")
+        for mine, other in zip(self._block_states(), others, strict=True):
+            if other is not None:
+                merge(mine, other)
 
-    def _state(self) -> GramState | None:
-        """This metric's state tensors as a GramState (shared, not copied); None before D is known."""
+    def _block_states(self) -> list[GramState]:
+        """This metric's states as GramStates, one per block (views, shared, not copied); empty
+        before D is known."""
         if not self.gram.numel():
-            return None
+            return []
         mean = self.mean if self.centered else None
-        return GramState(self.gram, mean, self.count, self.nonfinite_rows, self.centered, self.precision)
+        if self.ci is None:
+            return [GramState(self.gram, mean, self.count, self.nonfinite_rows, self.centered, self.precision)]
+        return [GramState(self.gram[k], None if mean is None else mean[k], self.count[k], self.nonfinite_rows[k],
+                          self.centered, self.precision) for k in range(self.blocks)]  # fmt: skip
 
     # -- torchmetrics internals this metric replaces ----------------------------------------------
 
     def _sync_dist(self, dist_sync_fn: Any = None, process_group: Any = None) -> None:
-        """One all_reduce of the Gram (Chan merge when centred) instead of an all-gather."""
-        reduced = all_reduce_state(self._state(), centered=self.centered, precision=self.precision,
-                                   device=self.gram.device, group=process_group or self.process_group)  # fmt: skip
-        if reduced is not None:
-            self._take(reduced)
+        """One all_reduce of the Gram (Chan merge when centred) per block instead of an
+        all-gather."""
+        states = self._block_states() or [None] * self.blocks
+        for block, state in enumerate(states):
+            reduced = all_reduce_state(state, centered=self.centered, precision=self.precision,
+                                       device=self.gram.device, group=process_group or self.process_group)  # fmt: skip
+            if reduced is not None:
+                self._take(reduced, block)
 
     def _apply(self, fn: Any, exclude_state: Sequence[str] = ()) -> Metric:
         """Follow device moves, never dtype casts: the states stay float64."""
@@ -253,6 +334,7 @@ class RankMeMetric(Metric):
         super().reset()
         for name, tensor in kept.items():
             setattr(self, name, tensor.zero_())
+        self._block = 0
         self._static_addresses()
 
     def _static_addresses(self) -> None:
@@ -272,34 +354,58 @@ class RankMeMetric(Metric):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        """Check what is loaded as `GramAccumulator.from_state_dict` does; the state is left
-        unchanged when it is rejected."""
+        """Check what is loaded as `GramAccumulator.from_state_dict` does, block by block; the
+        state is left unchanged when it is rejected."""
         present = {name: state_dict[prefix + name] for name in _STATES if prefix + name in state_dict}
         if present and self._persistent.get("nonfinite_rows") and prefix + "nonfinite_rows" not in state_dict:
-            state_dict[prefix + "nonfinite_rows"] = torch.zeros((), dtype=torch.int64)  # saved before it existed
+            # saved before it existed
+            state_dict[prefix + "nonfinite_rows"] = torch.zeros(self._lead, dtype=torch.int64)
         if present:
             skipped = state_dict.get(prefix + "nonfinite_rows")
-            saved = self._as_state_dict(present) | {"nonfinite": 0 if skipped is None else int(skipped)}
-            loaded, _, _ = from_state_dict(saved, self.device)
-            dim = self.gram.shape[0] if self.gram.numel() else None
-            if dim is not None and loaded is not None and loaded.dim != dim:
-                raise ValueError(f"cannot load a state of D={loaded.dim} into a RankMeMetric of D={dim}")
+            states = present if skipped is None else present | {"nonfinite_rows": skipped}
+            loaded = [from_state_dict(saved, self.device)[0] for saved in self._saved_blocks(states)]
+            dim = self.gram.shape[-1] if self.gram.numel() else None
+            dims = {state.dim for state in loaded if state is not None}
+            if dim is not None and dims - {dim}:
+                raise ValueError(f"cannot load a state of D={dims.pop()} into a RankMeMetric of D={dim}")
             for name in present:
                 state_dict.pop(prefix + name)
-            if loaded is not None:
-                self._take(loaded)
-                if int(loaded.count):
-                    self._update_count = max(self._update_count, 1)  # compute() need not warn
+            for block, state in enumerate(loaded):
+                if state is not None:
+                    self._take(state, block)
+            if any(state is not None and int(state.count) for state in loaded):
+                self._update_count = max(self._update_count, 1)  # compute() need not warn
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        if self.ci is not None:
+            self._block = int(self.next_block) % self.blocks
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def _take(self, state: GramState) -> None:
-        """Make `state` this metric's state, in place where the shapes allow (compiled steps
-        and CUDA graphs keep the addresses they captured)."""
-        if self.gram.shape == state.gram.shape and self.gram.device == state.gram.device:
+    def _state_names(self) -> list[str]:
+        return ["gram", "count", "nonfinite_rows", *(["mean"] if self.centered else [])]
+
+    def _allocate(self, dim: int) -> None:
+        """Zero states of dimension `dim` (D was unknown until now)."""
+        device, lead = self.gram.device, self._lead
+        self.gram = torch.zeros(*lead, dim, dim, dtype=torch.float64, device=device)
+        if self.centered:
+            self.mean = torch.zeros(*lead, dim, dtype=torch.float64, device=device)
+        self._static_addresses()
+
+    def _take(self, state: GramState, block: int = 0) -> None:
+        """Make `state` this metric's state (of block `block`), in place where the shapes allow
+        (compiled steps and CUDA graphs keep the addresses they captured)."""
+        if self.ci is not None:
+            if not self.gram.numel() or self.gram.shape[-1] != state.dim:
+                self._allocate(state.dim)
+            mine = self._block_states()[block]
+            for target, tensor in ((mine.gram, state.gram), (mine.mean, state.mean), (mine.count, state.count),
+                                   (mine.nonfinite, state.nonfinite)):  # fmt: skip
+                if tensor is not None:
+                    target.copy_(tensor)
+        elif self.gram.shape == state.gram.shape and self.gram.device == state.gram.device:
             for name, tensor in (("gram", state.gram), ("mean", state.mean), ("count", state.count),
                                  ("nonfinite_rows", state.nonfinite)):  # fmt: skip
                 if tensor is not None and getattr(self, name).data_ptr() != tensor.data_ptr():
@@ -310,6 +416,19 @@ class RankMeMetric(Metric):
             if self.centered:
                 self.mean = state.mean
         self._static_addresses()
+
+    def _saved_blocks(self, states: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Metric states -> one `GramAccumulator.state_dict()` layout per block."""
+        if self.ci is None:
+            return [self._as_state_dict(states)]
+        gram, count = states.get("gram"), states.get("count")
+        if not isinstance(gram, torch.Tensor) or not isinstance(count, torch.Tensor):
+            raise ValueError("RankMeMetric states gram and count must be tensors")
+        if gram.shape[:1] != (self.blocks,) or count.shape != (self.blocks,):
+            raise ValueError(f"RankMeMetric states of {self.blocks} blocks must lead with that dimension, got gram "
+                             f"{tuple(gram.shape)} and count {tuple(count.shape)}")  # fmt: skip
+        return [self._as_state_dict({name: value[k] for name, value in states.items() if value is not None})
+                for k in range(self.blocks)]  # fmt: skip
 
     def _as_state_dict(self, states: Mapping[str, Any]) -> dict[str, Any]:
         """Metric states -> the `GramAccumulator.state_dict()` layout, lower triangle mirrored."""

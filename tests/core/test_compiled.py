@@ -59,6 +59,34 @@ def test_a_compiled_step_with_the_metric_is_one_graph_and_equals_eager(centered,
     assert relative_error(float(compiled_metric.compute()), reference_rankme(everything, centered)) <= EXACT
 
 
+@pytest.mark.parametrize("centered", [False, True])
+def test_a_compiled_step_with_block_states_is_one_graph_and_fills_the_blocks_as_eager(centered):
+    """With ci the block a batch goes to is a tensor inside the graph: no recompilation as it
+    moves from block to block, and the same blocks as eager updates."""
+    from torch._dynamo.utils import counters
+
+    model = _model()
+    compiled_metric = RankMeMetric(16, centered=centered, ci=0.95, blocks=4)
+    eager_metric = RankMeMetric(16, centered=centered, ci=0.95, blocks=4)
+
+    def step(x, metric):
+        embeddings = model(x)
+        metric.update(embeddings)
+        return embeddings.square().mean()
+
+    compiled = torch.compile(step, fullgraph=True)
+    inputs = [torch.randn(48, 24) + 3.0 for _ in range(7)]
+    counters.clear()
+    for x in inputs:
+        torch.testing.assert_close(compiled(x, compiled_metric), step(x, eager_metric))
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    assert compiled_metric.count.tolist() == eager_metric.count.tolist() == [96, 96, 96, 48]
+    assert int(compiled_metric.next_block) == int(eager_metric.next_block) == 3
+    logged, expected = compiled_metric.compute(), eager_metric.compute()
+    for name in ("rankme", "rankme_se", "rankme_low", "rankme_high"):
+        assert relative_error(float(logged[name]), float(expected[name])) <= 1e-7, name
+
+
 def test_the_op_passes_torch_library_opcheck():
     gram = torch.zeros(5, 5, dtype=torch.float64)
     count, nonfinite = torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64)

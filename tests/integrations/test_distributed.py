@@ -25,6 +25,7 @@ WORLD = 2
 TIMEOUT_S = 180
 N, D, SPLIT = 600, 48, 380  # rank 0 holds rows [0, SPLIT), rank 1 the rest
 CAP = 301  # max_samples over both ranks: 151 from rank 0, 150 from rank 1
+BLOCKS, BATCH = 4, 50  # block states for error bars, fed batches of BATCH rows in turn on each rank
 
 
 def _data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,6 +90,17 @@ def _scenarios(rank: int) -> dict[str, object]:
             layer(batch)
     out["recorder"] = recorder.rankme()
     out["recorder_local_count"] = recorder.count
+
+    # block states for error bars: each rank's batches go to blocks 0, 1, ... in turn
+    for centered, z in ((False, plain), (True, shifted)):
+        blocked = rf.GramAccumulator(centered=centered, blocks=BLOCKS)
+        for batch in _shard(z, rank).split(BATCH):
+            blocked.update(batch)
+        out[f"blocked_accumulator_centered={centered}"] = blocked.all_reduce().rankme(ci=0.95).left_out
+        with_ci = RankMeMetric(centered=centered, ci=0.95, blocks=BLOCKS)
+        for batch in _shard(z, rank).split(BATCH):
+            with_ci.update(batch)
+        out[f"blocked_metric_centered={centered}"] = {k: float(v) for k, v in with_ci.compute().items()}
 
     # ranks disagree on D: both raise, both keep their state
     mismatched = rf.GramAccumulator().update(torch.randn(10, 8 + rank, dtype=torch.float64))
@@ -190,6 +202,24 @@ def test_recorder_syncs_without_changing_the_local_state(ranks):
     for rank, result in enumerate(ranks):
         assert _close(result["recorder"], rf.rankme(plain))
         assert result["recorder_local_count"] == len(_shard(plain, rank))
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_block_states_are_reduced_block_by_block(ranks, centered):
+    """Block k after the reduction holds block k of every rank: the jackknife of one process
+    that put the same batches in the same blocks."""
+    z = _data()[1 if centered else 0]
+    reference = rf.GramAccumulator(centered=centered, blocks=BLOCKS)
+    for rank in range(WORLD):
+        for index, batch in enumerate(_shard(z, rank).split(BATCH)):
+            reference.update(batch, block=index % BLOCKS)
+    expected = reference.rankme(ci=0.95)
+    for result in ranks:
+        assert result[f"blocked_accumulator_centered={centered}"] == pytest.approx(expected.left_out, rel=1e-9)
+        logged = result[f"blocked_metric_centered={centered}"]
+        assert logged["rankme"] == pytest.approx(expected.value, rel=1e-9)
+        assert logged["rankme_se"] == pytest.approx(expected.standard_error, rel=1e-6)
+        assert (logged["rankme_low"], logged["rankme_high"]) == pytest.approx(expected.interval, rel=1e-9)
 
 
 def test_ranks_that_disagree_on_d_all_raise_and_keep_their_state(ranks):
