@@ -8,8 +8,8 @@ Three timings per round, each for both:
   eigensolves  plain: one eigensolve of D×D; interval: the 3K merges that make the K
                leave-one-block-out states and the K + 1 eigensolves in one batched call;
   whole        pass + eigensolves: plain `acc.rankme()` vs `acc.rankme(ci=0.95)`.
-and `rf.rankme(Z)` against `rf.rankme(Z, ci=0.95)` on a matrix already in memory (row i in
-block i mod K: ten strided views instead of one matrix).
+and `rf.rankme(Z)` against `rf.rankme(Z, ci=0.95)` on a matrix already in memory (the rows cut
+into K contiguous runs, one block each: ten views instead of one matrix).
 
     python bench/bench_interval.py                      # N = 1 000 000, D = 512, float32 rows
     python bench/bench_interval.py --rows 200000 --dim 1024 --rounds 3

@@ -75,7 +75,9 @@ def rankme(
             (rankme_fast.uncertainty) instead of a float.
         blocks: blocks of rows for `ci` (K ≥ 2): K contiguous runs of rows (neighbouring rows,
             often the most alike, stay together), unless `groups` (one key per row) keeps the
-            rows of each key in one block.
+            rows of each key in one block. Rows sorted by something that matters (a class, a
+            source) make the blocks unlike each other and the interval wider than it should be:
+            shuffle them first or give `groups`.
 
     Returns:
         RankMe, a float between 1 and min(N, D) (a little above, by eps), or an Estimate.
@@ -145,7 +147,8 @@ def compare(
 def _blocked(
     Z: Any, blocks: int, groups: Any, centered: bool, precision: str, backend: str, name: str = "Z"
 ) -> GramAccumulator:
-    """Z in a GramAccumulator of `blocks` blocks: row i in block ⌊i·K/N⌋, or by `groups` key."""
+    """Z in a GramAccumulator of `blocks` blocks: block k holds rows ⌊kN/K⌋ up to ⌊(k+1)N/K⌋,
+    or by `groups` key."""
     check_positive_int(blocks, "blocks")
     if blocks < 2:
         raise ValueError(f"an interval needs blocks >= 2 (default 10), got blocks={blocks}")

@@ -111,6 +111,12 @@ class Estimate:
     def excludes(self, value: float) -> bool:
         return not self.interval[0] <= value <= self.interval[1]
 
+    def to_json(self) -> dict[str, Any]:
+        """Plain values for a JSON report."""
+        return {"value": self.value, "standard_error": self.standard_error, "bias_corrected": self.bias_corrected,
+                "interval": list(self.interval), "level": self.level, "blocks": self.blocks, "count": self.count,
+                "still_rising": self.still_rising}  # fmt: skip
+
     def __str__(self) -> str:
         low, high = self.interval
         rising = "; still rising with N" if self.still_rising else ""
@@ -131,12 +137,13 @@ def jackknife(
     mean = float(values.mean())
     error = math.sqrt((blocks - 1) / blocks * float(np.sum((values - mean) ** 2)))
     half = student_t_quantile(0.5 + level / 2, blocks - 1) * error
-    if count < RELIABLE_ROWS_PER_DIM * dim or count < RELIABLE_ROWS_PER_BLOCK * blocks:
-        warnings.warn(f"{metric}: {count} rows in {blocks} blocks for D={dim}: with fewer than "
-                      f"{RELIABLE_ROWS_PER_DIM}·D rows the jackknife interval is conservative (up to twice as wide as "
-                      f"the sampling error), with fewer than {RELIABLE_ROWS_PER_BLOCK} rows per block it can be too "
-                      "narrow",
+    if count < RELIABLE_ROWS_PER_DIM * dim:
+        warnings.warn(f"{metric}: {count:,} rows for D={dim}: with fewer than {RELIABLE_ROWS_PER_DIM}·D rows the "
+                      "jackknife interval is conservative (up to twice as wide as the sampling error)",
                       RuntimeWarning, stacklevel=3)  # fmt: skip
+    if count < RELIABLE_ROWS_PER_BLOCK * blocks:
+        warnings.warn(f"{metric}: {count:,} rows in {blocks} blocks: with fewer than {RELIABLE_ROWS_PER_BLOCK} rows "
+                      "per block the jackknife interval can be too narrow", RuntimeWarning, stacklevel=3)  # fmt: skip
     return Estimate(metric, value, error, blocks * value - (blocks - 1) * mean, (value - half, value + half), level,
                     blocks, count, tuple(float(v) for v in values), (blocks - 1) * (value - mean) > error)  # fmt: skip
 
@@ -231,22 +238,26 @@ def block_spectra_of(parts: Sequence[GramState | None], fingerprints: Sequence[s
 
 def compare_blocks(a: BlockSpectra, b: BlockSpectra, *, metric: str, ci: float, eps: float) -> Comparison:
     """Paired comparison of two block-split sets (ValueError unless their rows went to the
-    blocks alike)."""
-    if a.block_counts != b.block_counts or a.fingerprints != b.fingerprints:
-        differing = next((k for k, (x, y) in enumerate(zip(a.block_counts, b.block_counts, strict=False)) if x != y),
-                         None)  # fmt: skip
-        where = (f" (block {differing}: {a.block_counts[differing]:,} rows in a, {b.block_counts[differing]:,} in b)"
-                 if differing is not None else "")  # fmt: skip
+    blocks alike: the same batches of the same sizes, or the same `groups` keys; by key, the
+    two may hold different numbers of rows per key, e.g. frames of two encoders of one file)."""
+    if len(a.fingerprints) != len(b.fingerprints):
+        raise ValueError(f"a has {len(a.fingerprints)} blocks and b {len(b.fingerprints)}: compare needs paired sets "
+                         "split into blocks alike")  # fmt: skip
+    if a.fingerprints != b.fingerprints:
+        differing = next(k for k, (x, y) in enumerate(zip(a.fingerprints, b.fingerprints, strict=False)) if x != y)
+        counts = f"{a.block_counts[differing]:,} rows in a, {b.block_counts[differing]:,} in b"
         raise ValueError("a and b are not the same rows split into blocks alike: compare needs paired sets, scored "
-                         f"on the same rows in the same order with the same blocks and groups{where}")  # fmt: skip
+                         "on the same rows (or groups) in the same order with the same blocks "
+                         f"(block {differing} differs: {counts})")  # fmt: skip
     value_a, left_a = a.values(metric, eps)
     value_b, left_b = b.values(metric, eps)
     dim, count = a.total.dim, a.total.count
-    return Comparison(
-        jackknife(metric, value_a, left_a, count=count, dim=dim, level=ci),
-        jackknife(metric, value_b, left_b, count=count, dim=dim, level=ci),
-        jackknife(f"{metric} a − b", value_a - value_b, np.subtract(left_a, left_b), count=count, dim=dim, level=ci),
-    )
+    difference = jackknife(f"{metric} a − b", value_a - value_b, np.subtract(left_a, left_b), count=count, dim=dim,
+                           level=ci)  # fmt: skip
+    with warnings.catch_warnings():  # what a warning would say of a and b, it said of a − b
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return Comparison(jackknife(metric, value_a, left_a, count=count, dim=dim, level=ci),
+                          jackknife(metric, value_b, left_b, count=count, dim=dim, level=ci), difference)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -272,6 +283,13 @@ class Growth:
         tenth of the value, at the plateau): the fit says where the curve ends."""
         low, high = self.plateau_interval
         return high - low < max(abs(self.plateau - self.values[-1]), 0.1 * abs(self.values[-1]))
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain values for a JSON report."""
+        return {"metric": self.metric, "counts": list(self.counts), "values": list(self.values),
+                "plateau": self.plateau, "plateau_interval": list(self.plateau_interval), "exponent": self.exponent,
+                "level": self.level, "still_rising": self.still_rising,
+                "plateau_determined": self.plateau_determined}  # fmt: skip
 
     def __str__(self) -> str:
         low, high = self.plateau_interval

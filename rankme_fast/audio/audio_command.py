@@ -21,6 +21,7 @@ from rankme_fast.audio.encoders import available_encoders, encoder_from_spec
 from rankme_fast.audio.probe import probe
 from rankme_fast.corpus import add_job_arguments, job_arguments
 from rankme_fast.distributed import join_from_environment
+from rankme_fast.uncertainty import compare_blocks
 
 
 def add_parser(commands: Any) -> None:
@@ -75,13 +76,15 @@ def run(args: argparse.Namespace) -> int:
     if joined and int(os.environ.get("RANK", "0")) != 0:
         return 0
     rows = [_summary(spec, result, probe, law) for spec, result, probe in results]
+    differences = _paired_differences(results) if args.ci is not None else []
     _print(rows, results, args.per_file)
+    _print_differences(differences)
     if args.plot:
         _plot(rows, args.plot)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump([row | {"result": result.to_json()} for row, (_, result, _) in zip(rows, results, strict=True)],
-                      handle, indent=2)  # fmt: skip
+            json.dump([row | {"result": result.to_json()} for row, (_, result, _) in zip(rows, results, strict=True)]
+                      + ([{"paired_differences": differences}] if differences else []), handle, indent=2)  # fmt: skip
     return 0
 
 
@@ -194,6 +197,10 @@ def _predict(law: dict[str, Any], rankme: float) -> dict[str, Any]:
 
 def _summary(spec: str, result: Any, probe: dict | None, law: dict | None) -> dict[str, Any]:
     metrics = {f"{state}_{name}": value for state, values in result.metrics.items() for name, value in values.items()}
+    for state, found in (result.intervals or {}).items():
+        for name, estimate in found.estimates.items():
+            metrics |= {f"{state}_{name}_se": estimate.standard_error, f"{state}_{name}_low": estimate.interval[0],
+                        f"{state}_{name}_high": estimate.interval[1]}  # fmt: skip
     row = {"encoder": spec, "name": result.encoder["name"], "dim": result.encoder["dim"], **metrics,
            "frames": result.frames, "clips": result.clips, "hours": result.audio_seconds / 3600,
            "audio_s_per_s": result.audio_seconds_per_second}  # fmt: skip
@@ -224,7 +231,8 @@ def _print(rows: list[dict[str, Any]], results: list[Any], per_file: bool) -> No
         header.append("probe acc")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
-        values = (f"{row.get(f'{s}_rankme', float('nan')):.4f}" for s in states)
+        values = (f"{row.get(f'{s}_rankme', float('nan')):.4f}"
+                  + (f" ± {row[f'{s}_rankme_se']:.2g}" if f"{s}_rankme_se" in row else "") for s in states)  # fmt: skip
         cells = [row["encoder"], str(row["dim"]), *values, f"{row['frames']:,}", f"{row['clips']:,}",
                  f"{row['hours']:.3f}", f"{row['audio_s_per_s']:.1f}"]  # fmt: skip
         if "probe acc" in header:
@@ -252,6 +260,45 @@ def _print(rows: list[dict[str, Any]], results: list[Any], per_file: bool) -> No
                     shown = "  ".join(f"{k} {v:.4f}" for k, v in report.metrics.items())
                     print(f"  {report.path}  {report.seconds:.1f} s  {report.rows:,} frames  {shown}")
     sys.stdout.flush()
+
+
+def _paired_differences(results: list[tuple[str, Any, Any]]) -> list[dict[str, Any]]:
+    """RankMe of every pair of encoders, a − b per state, with the paired jackknife interval
+    (the same files in the same blocks: each file's frames and clip in block file mod K)."""
+    differences = []
+    for i, (spec_a, a, _) in enumerate(results):
+        for spec_b, b, _ in results[i + 1 :]:
+            for state in ("frame", "frame_centered", "clip", "clip_centered"):
+                if state not in (a.intervals or {}) or state not in (b.intervals or {}):
+                    continue
+                comparison = compare_blocks(a.intervals[state].spectra, b.intervals[state].spectra, metric="rankme",
+                                            ci=a.intervals[state].estimates["rankme"].level, eps=1e-7)  # fmt: skip
+                difference = comparison.difference
+                differences.append({"a": spec_a, "b": spec_b, "state": state, "difference": difference.value,
+                                    "standard_error": difference.standard_error,
+                                    "interval": list(difference.interval), "level": difference.level,
+                                    "beyond_noise": difference.excludes(0.0)})  # fmt: skip
+    return differences
+
+
+def _print_differences(differences: list[dict[str, Any]]) -> None:
+    if not differences:
+        return
+    states = list(dict.fromkeys(d["state"] for d in differences))
+    level = f"{100 * differences[0]['level']:g} %"
+    print(f"\nRankMe a − b on the same files ({level} paired intervals, blocks by file; * marks a difference "
+          "beyond the noise of these files, the others could be either sign):")
+    print("| a − b | " + " | ".join(states) + " |\n|" + "---|" * (len(states) + 1))
+    pairs = list(dict.fromkeys((d["a"], d["b"]) for d in differences))
+    for a, b in pairs:
+        found = {d["state"]: d for d in differences if (d["a"], d["b"]) == (a, b)}
+        cells = [_difference_cell(found[state]) if state in found else "" for state in states]
+        print(f"| {a} − {b} | " + " | ".join(cells) + " |")
+
+
+def _difference_cell(d: dict[str, Any]) -> str:
+    low, high = d["interval"]
+    return f"{d['difference']:+.4g} [{low:+.4g}, {high:+.4g}]" + (" *" if d["beyond_noise"] else "")
 
 
 def _plot(rows: list[dict[str, Any]], path: str) -> None:

@@ -27,7 +27,7 @@ import torch
 from rankme_fast.accumulate import GramAccumulator
 from rankme_fast.audio.encoders.encoder import AudioEncoder
 from rankme_fast.audio.files import AudioInfo, BadAudioError, audio_info, expand_audio_paths, read_windows
-from rankme_fast.corpus import Corpus, FileReport, JobOptions, Outcome, Unit, run_job
+from rankme_fast.corpus import Corpus, FileReport, Intervals, JobOptions, Outcome, Unit, interval_report, run_job
 from rankme_fast.distributed import world
 
 CLIP_MODES = ("file", "window")
@@ -70,6 +70,7 @@ class EncoderResult:
     clip_embeddings: np.ndarray | None = None
     clip_files: list[str] | None = None
     resumed: bool = False
+    intervals: dict[str, Intervals] | None = None  # with ci: state label -> its metrics' estimates (blocks by file)
 
     @property
     def audio_seconds_per_second(self) -> float:
@@ -79,6 +80,11 @@ class EncoderResult:
         data = asdict(self)
         data.pop("clip_embeddings")
         data.pop("clip_files")
+        data["intervals"] = None if self.intervals is None else {
+            label: {name: e.to_json() for name, e in found.estimates.items()} | (
+                {"growth": found.growth.to_json()} if found.growth is not None else {})
+            for label, found in self.intervals.items()
+        }  # fmt: skip
         return data | {"audio_seconds_per_second": self.audio_seconds_per_second, "hours": self.audio_seconds / 3600}
 
 
@@ -87,7 +93,7 @@ def score_encoder(encoder: AudioEncoder, paths: Sequence[str], options: AudioOpt
     torch.distributed: every process calls it and gets the same result."""
     options.check()
     rank, processes = world()
-    corpus = AudioCorpus(encoder, expand_audio_paths(paths)[rank::processes], options)
+    corpus = AudioCorpus(encoder, expand_audio_paths(paths)[rank::processes], options, rank, processes)
     started = time.perf_counter()
     outcome = run_job(corpus, corpus.files, options)
     return corpus.result(outcome, time.perf_counter() - started)
@@ -98,8 +104,12 @@ class AudioCorpus(Corpus):
 
     progress_unit = "s"
 
-    def __init__(self, encoder: AudioEncoder, files: list[str], options: AudioOptions) -> None:
+    def __init__(
+        self, encoder: AudioEncoder, files: list[str], options: AudioOptions, rank: int = 0, processes: int = 1
+    ) -> None:
         super().__init__(files, options)
+        self.rank, self.processes = rank, processes  # file i here is file rank + i·processes of all
+        self.file = 0  # the file being added
         self.encoder, self.options = encoder, options
         self.label = f"{encoder.name} (audio seconds)"
         self.infos: dict[int, AudioInfo] = {}
@@ -115,7 +125,8 @@ class AudioCorpus(Corpus):
 
     def new_states(self) -> dict[str, GramAccumulator]:
         o, dim = self.options, self.encoder.dim
-        return {name: GramAccumulator(dim, centered=True, precision=o.precision, backend=o.backend) for name in STATES}
+        return {name: GramAccumulator(dim, centered=True, precision=o.precision, backend=o.backend,
+                                      blocks=o.state_blocks) for name in STATES}  # fmt: skip
 
     @contextmanager
     def units(self, reports: list[FileReport], start: tuple[int, int]) -> Iterator[Iterator[Unit]]:
@@ -192,6 +203,7 @@ class AudioCorpus(Corpus):
         """Embed a task's windows one by one, then add all their frames in one update (fewer,
         larger updates: the per-call cost matters for cheap encoders)."""
         windows, decode_seconds = unit.payload
+        self.file = unit.file
         self.timing["decode"] += decode_seconds
         started = time.perf_counter()
         rate, name = self.encoder.sample_rate, report.path
@@ -199,22 +211,28 @@ class AudioCorpus(Corpus):
         self.timing["model"] += time.perf_counter() - started
         started = time.perf_counter()
         frames = torch.cat(embedded)
-        states["frame"].update(frames)
+        states["frame"].update(frames, groups=self._file_key(unit.file, len(frames)))
         if self.options.clip == "window":
-            self._add_clips(states, torch.stack([window.mean(dim=0, dtype=torch.float64) for window in embedded]))
+            self._add_clips(states, torch.stack([window.mean(dim=0, dtype=torch.float64) for window in embedded]),
+                            unit.file)  # fmt: skip
         report.windows += len(windows)
         report.rows += len(frames)
         self.timing["gram"] += time.perf_counter() - started
         return sum(len(wave) for wave in windows) / rate
 
-    def _add_clips(self, states: dict[str, GramAccumulator], clips: torch.Tensor) -> None:
-        states["clip"].update(clips)
+    def _file_key(self, file: int, rows: int) -> np.ndarray | None:
+        """With an interval, the rows' groups key: the file's index among all files (so every
+        process count gives the same blocks, and two encoders on the same files pair up)."""
+        return None if self.options.ci is None else np.full(rows, self.rank + file * self.processes)
+
+    def _add_clips(self, states: dict[str, GramAccumulator], clips: torch.Tensor, file: int) -> None:
+        states["clip"].update(clips, groups=self._file_key(file, len(clips)))
         if self.options.keep_clips:
             self.file_kept += list(clips.numpy())
 
     def end_file(self, states: dict[str, GramAccumulator], report: FileReport) -> None:
         if self.options.clip == "file":
-            self._add_clips(states, states["frame"].mean[None])  # the file's mean frame
+            self._add_clips(states, states["frame"].mean[None], self.file)  # the file's mean frame
         if self.options.per_file:
             spectrum = states["frame"].uncentered().spectrum()
             wanted = [m for m in self.options.metrics if m != "nesum"]  # NESum: covariance only
@@ -253,14 +271,17 @@ class AudioCorpus(Corpus):
         kept = [k for part in outcome.gathered if part["kept"] is not None for k in part["kept"].numpy()]
         kept_files = [f for part in outcome.gathered for f in part["kept_files"]]
         timing = {key: sum(part["timing"][key] for part in outcome.gathered) for key in self.timing}
-        metrics = {}
+        metrics, intervals = {}, {}
         for name, centred in totals.items():
             if centred.count < 2 and name == "clip":
                 continue  # one clip has no spectrum worth naming (and no centred one at all)
             for label, acc in ((name, centred.uncentered()), (f"{name}_centered", centred)):
                 spectrum = acc.spectrum()
-                wanted = [m for m in self.options.metrics if m != "nesum" or acc.centered]  # NESum: covariance only
+                wanted = tuple(m for m in self.options.metrics if m != "nesum" or acc.centered)  # NESum: centred only
                 metrics[label] = {m: spectrum.metric(m, self.options.eps) for m in wanted}
+                found = interval_report(acc, self.options, label=f"{self.encoder.name} {label}", metrics=wanted)
+                if found is not None:
+                    intervals[label] = found
         good = [r for r in outcome.reports if r.error is None]
         return EncoderResult(
             encoder=self.encoder.describe(), metrics=metrics, frames=totals["frame"].count,
@@ -268,7 +289,7 @@ class AudioCorpus(Corpus):
             decode_seconds=timing["decode"], wait_seconds=timing["wait"], model_seconds=timing["model"],
             gram_seconds=timing["gram"], processes=outcome.processes, files=outcome.reports,
             clip_embeddings=np.stack(kept) if kept else None, clip_files=kept_files or None,
-            resumed=outcome.resumed,
+            resumed=outcome.resumed, intervals=intervals if self.options.ci is not None else None,
         )  # fmt: skip
 
 

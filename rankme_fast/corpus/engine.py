@@ -205,6 +205,7 @@ class _Job:
             "rank": self.rank,
             "processes": self.processes,
             "precision": self.options.precision,
+            "blocks": self.options.state_blocks,
             **self.corpus.fingerprint(),
         }
 

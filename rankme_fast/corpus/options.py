@@ -11,6 +11,7 @@ from typing import Any
 from rankme_fast._checks import check_positive_int
 from rankme_fast.backends import check_choice
 from rankme_fast.spectrum import METRIC_NAMES
+from rankme_fast.uncertainty import check_level
 
 
 class BadFileError(ValueError):
@@ -38,6 +39,14 @@ class JobOptions:
     checkpoint_every: int = 20  # units (batches, decoding tasks) between checkpoints
     resume: bool = False  # continue from `checkpoint` if it exists
     progress: bool = True
+    ci: float | None = None  # a confidence level: each metric with its jackknife interval too
+    blocks: int = 10  # block states for `ci` (how rows go to them is each command's own)
+    growth: bool = False  # with ci: RankMe against N along the blocks, and its fitted plateau (~K² eigensolves)
+
+    @property
+    def state_blocks(self) -> int:
+        """Blocks of each state: `blocks` with an interval, else one."""
+        return self.blocks if self.ci is not None else 1
 
     def check(self) -> None:
         """ValueError naming the first option that is wrong."""
@@ -48,6 +57,13 @@ class JobOptions:
         check_positive_int(self.checkpoint_every, "checkpoint_every")
         if self.resume and self.checkpoint is None:
             raise ValueError("resume needs a checkpoint path")
+        if self.ci is not None:
+            check_level(self.ci)
+            check_positive_int(self.blocks, "blocks")
+            if self.blocks < 2:
+                raise ValueError(f"an interval needs blocks >= 2 (default 10), got blocks={self.blocks}")
+        elif self.growth:
+            raise ValueError("growth needs ci (the curve's plateau comes with an interval)")
         if self.checkpoint is not None and not Path(self.checkpoint).parent.is_dir():
             raise ValueError(f"checkpoint directory {Path(self.checkpoint).parent} does not exist")
 
@@ -66,6 +82,12 @@ def add_job_arguments(parser: argparse.ArgumentParser, *, checkpoint: str, unit:
     parser.add_argument("--checkpoint-every", type=int, default=20, metavar="K", help=f"{unit} between checkpoints")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--ci", type=float, nargs="?", const=0.95, metavar="LEVEL",
+                        help="each metric with its standard error and confidence interval (delete-one-block "
+                        "jackknife; LEVEL default 0.95)")  # fmt: skip
+    parser.add_argument("--blocks", type=int, default=10, metavar="K", help="block states for --ci (default 10)")
+    parser.add_argument("--growth", action="store_true",
+                        help="with --ci: RankMe at N/K, 2N/K, ..., N and its fitted plateau (~K² eigensolves)")
 
 
 def job_arguments(args: argparse.Namespace) -> dict[str, Any]:

@@ -14,14 +14,16 @@ from typing import Any
 from rankme_fast._checks import check_positive_int
 from rankme_fast._inputs import torch_dtype
 from rankme_fast.accumulate import GramAccumulator
-from rankme_fast.corpus import BadFileError, Corpus, FileReport, JobOptions, Outcome, Unit, run_job
+from rankme_fast.corpus import BadFileError, Corpus, FileReport, JobOptions, Outcome, Unit, interval_report, run_job
 from rankme_fast.distributed import world
 from rankme_fast.io import embedding_paths, open_source
 from rankme_fast.sample_limit import local_share
 from rankme_fast.scoring.prefetch import BadFile, Prefetcher
 from rankme_fast.state import NonFiniteRowsError
+from rankme_fast.uncertainty import Estimate, Growth
 from rankme_fast.update import check_nonfinite
 
+BLOCKS_BY = ("rows", "file")
 BATCH_BYTES = 16 << 20  # default batch: 16 MiB of input rows (up to 4 are in flight: read, queued, used)
 
 
@@ -33,6 +35,7 @@ class ScoreOptions(JobOptions):
     nonfinite: str = "raise"  # or "drop": rows with NaN/Inf are skipped and counted
     batch_rows: int | None = None  # None: 16 MiB of rows
     max_rows: int | None = None  # over all processes, the first rows in file order
+    blocks_by: str = "rows"  # with ci: each file cut into `blocks` runs of rows, or each file in one block ("file")
 
     def check(self) -> None:
         super().check()
@@ -41,6 +44,8 @@ class ScoreOptions(JobOptions):
             raise ValueError("nesum is defined on the covariance spectrum: pass --centered")
         for name in ("batch_rows", "max_rows"):
             check_positive_int(getattr(self, name), name, optional=True)
+        if self.blocks_by not in BLOCKS_BY:
+            raise ValueError(f"blocks_by must be one of {BLOCKS_BY}, got {self.blocks_by!r}")
 
 
 @dataclass
@@ -55,13 +60,18 @@ class ScoreResult:
     files: list[FileReport] = field(default_factory=list)
     resumed_from_row: int = 0
     dropped: int = 0  # rows holding NaN or Inf, skipped under nonfinite="drop"
+    intervals: dict[str, Estimate] | None = None  # with ci: each metric's jackknife estimate
+    growth: Growth | None = None  # with ci: RankMe against N along the blocks
 
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self) | {"rows_per_second": self.rows_per_second}
+        data = asdict(self) | {"rows_per_second": self.rows_per_second}
+        data["intervals"] = None if self.intervals is None else {k: e.to_json() for k, e in self.intervals.items()}
+        data["growth"] = None if self.growth is None else self.growth.to_json()
+        return data
 
 
 def score_files(paths: list[str], options: ScoreOptions = ScoreOptions()) -> ScoreResult:
@@ -90,7 +100,7 @@ def score_files(paths: list[str], options: ScoreOptions = ScoreOptions()) -> Sco
     """
     options.check()
     rank, processes = world()
-    corpus = EmbeddingCorpus(embedding_paths(paths)[rank::processes], options)
+    corpus = EmbeddingCorpus(embedding_paths(paths)[rank::processes], options, rank, processes)
     started = time.perf_counter()
     outcome = run_job(corpus, corpus.files, options)
     return corpus.result(outcome, time.perf_counter() - started)
@@ -101,9 +111,11 @@ class EmbeddingCorpus(Corpus):
 
     label = "rankme-fast score"
 
-    def __init__(self, files: list[str], options: ScoreOptions) -> None:
+    def __init__(self, files: list[str], options: ScoreOptions, rank: int = 0, processes: int = 1) -> None:
         super().__init__(files, options)
         self.options: ScoreOptions = options
+        self.rank, self.processes = rank, processes  # file i here is file rank + i·processes of all
+        self.file_sizes: dict[str, int] = {}  # rows of each file, from its survey
         self.cap = local_share(options.max_rows)
         self.first_dim: tuple[int, str] | None = None
         self.row_bytes = 1
@@ -122,12 +134,13 @@ class EmbeddingCorpus(Corpus):
             raise BadFileError(path, f"D={source.dim} but {self.first_dim[1]} has D={self.first_dim[0]}")
         self.first_dim = self.first_dim or (source.dim, path)
         self.row_bytes = max(self.row_bytes, source.dim * torch_dtype(source.dtype).itemsize)
+        self.file_sizes[path] = source.rows
         return FileReport(path, source.rows, source.dim, source.dtype)
 
     def new_states(self) -> dict[str, GramAccumulator]:
         o = self.options
         return {"rows": GramAccumulator(centered=o.centered, precision=o.precision, backend=o.backend,
-                                        nonfinite=o.nonfinite)}  # fmt: skip
+                                        nonfinite=o.nonfinite, blocks=o.state_blocks)}  # fmt: skip
 
     @contextmanager
     def units(self, reports: list[FileReport], start: tuple[int, int]) -> Iterator[Iterator[Unit]]:
@@ -151,7 +164,8 @@ class EmbeddingCorpus(Corpus):
         state = states["rows"]
         before = state.count
         try:
-            state.update(rows[:take])
+            for block, piece in self._pieces(unit, rows[:take], report):
+                state.update(piece, block=block)
         except ValueError as error:  # non-finite rows (under nonfinite="raise"): the file is bad
             problem = str(error)
             if isinstance(error, NonFiniteRowsError):
@@ -165,6 +179,30 @@ class EmbeddingCorpus(Corpus):
         self.file_rows += take
         self.bytes += take * source.dim * source.itemsize
         return take
+
+    def _pieces(self, unit: Unit, rows: Any, report: FileReport) -> Iterator[tuple[int | None, Any]]:
+        """The rows of a batch with the block each goes to: without an interval, all of them to
+        the one block; by "file", all to block g mod K (g: the file's index among all files, so
+        the blocks do not depend on the number of processes); by "rows", each file of R rows cut
+        into K contiguous runs as rf.rankme(Z, ci=...) cuts a matrix (run k: rows ⌊kR/K⌋ up to
+        ⌊(k+1)R/K⌋), run k to block (g + k) mod K. A pure function of the position: resuming,
+        batch sizes and torchrun do not change it."""
+        blocks = self.options.state_blocks
+        if blocks == 1:
+            yield None, rows
+            return
+        index = self.rank + unit.file * self.processes
+        if self.options.blocks_by == "file":
+            yield index % blocks, rows
+            return
+        size = self.file_sizes[report.path]
+        start, stop = unit.first, unit.first + len(rows)
+        run = ((start + 1) * blocks - 1) // size  # the run row `start` is in
+        while start < stop:
+            end = min(stop, (run + 1) * size // blocks)  # where run ends
+            if end > start:
+                yield (index + run) % blocks, rows[start - unit.first : end - unit.first]
+            start, run = max(start, end), run + 1
 
     def end_file(self, states: dict[str, GramAccumulator], report: FileReport) -> None:
         state = states["rows"]
@@ -206,9 +244,11 @@ class EmbeddingCorpus(Corpus):
             raise ValueError("no rows were scored: every file was empty or skipped")
         spectrum = total.spectrum()
         metrics = {name: spectrum.metric(name, self.options.eps) for name in self.options.metrics}
+        intervals = interval_report(total, self.options)
         backend = next((part["backend"] for part in outcome.gathered if part["backend"]), None)
         assert total.dim is not None
         return ScoreResult(
             metrics, total.count, total.dim, sum(part["bytes"] for part in outcome.gathered), seconds, backend,
             outcome.processes, outcome.reports, self.resumed_from_row, sum(r.dropped for r in outcome.reports),
+            intervals and intervals.estimates, intervals and intervals.growth,
         )  # fmt: skip

@@ -29,6 +29,9 @@ def add_parser(commands: Any) -> None:
                        help="rows with NaN or Inf: stop, naming the file (raise), or skip and count them")  # fmt: skip
     score.add_argument("--batch-rows", type=int, help="rows per batch (default: 16 MiB of input)")
     score.add_argument("--max-rows", type=int, help="score only the first N rows (in file order)")
+    score.add_argument("--blocks-by", default="rows", choices=["rows", "file"],
+                       help="with --ci: cut each file into K runs of rows, one per block (rows), or put each whole "
+                       "file in one block (file: when the rows of a file are alike, e.g. one source)")  # fmt: skip
     add_job_arguments(score, checkpoint="every K batches", unit="batches")
     score.set_defaults(run=run)
 
@@ -36,7 +39,7 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     options = ScoreOptions(
         key=args.key, column=args.column, centered=args.centered, nonfinite=args.nonfinite,
-        batch_rows=args.batch_rows, max_rows=args.max_rows, **job_arguments(args),
+        batch_rows=args.batch_rows, max_rows=args.max_rows, blocks_by=args.blocks_by, **job_arguments(args),
     )  # fmt: skip
     joined = join_from_environment()
     try:
@@ -59,7 +62,7 @@ def _is_main(joined: bool) -> bool:
 def _print(result: Any, per_file: bool) -> None:
     width = max(len(name) for name in result.metrics)
     for name, value in result.metrics.items():
-        print(f"{name:<{width}}  {value:.6f}")
+        print(f"{name:<{width}}  {value:.6f}" + (_interval(result.intervals[name]) if result.intervals else ""))
     files = len(result.files)
     skipped = sum(1 for f in result.files if f.error is not None)
     print(
@@ -70,8 +73,22 @@ def _print(result: Any, per_file: bool) -> None:
         + (f"  dropped {result.dropped:,} rows holding NaN/Inf" if result.dropped else "")
         + (f"  resumed at row {result.resumed_from_row:,}" if result.resumed_from_row else "")
     )  # fmt: skip
+    rising = [name for name, estimate in (result.intervals or {}).items() if estimate.still_rising]
+    if rising:
+        print(f"still rising with N: {', '.join(rising)} (the rise still to come, bias-corrected minus plain, "
+              "exceeds the standard error): compare such values only at equal N")  # fmt: skip
+    if result.growth is not None:
+        print(result.growth)
+        print("  " + "  ".join(f"N={n:,}: {v:.4f}" for n, v in zip(result.growth.counts, result.growth.values,
+                                                                    strict=True)))  # fmt: skip
     if per_file:
         for report in result.files:
             shown = report.error or "  ".join(f"{k} {v:.6f}" for k, v in (report.metrics or {}).items())
             dropped = f"  dropped {report.dropped:,}" if report.dropped else ""
             print(f"  {report.path}  rows {report.rows:,}{dropped}  {shown}")
+
+
+def _interval(estimate: Any) -> str:
+    low, high = estimate.interval
+    return (f"  ± {estimate.standard_error:.4g}  ({100 * estimate.level:g} % interval [{low:.6f}, {high:.6f}], "
+            f"bias-corrected {estimate.bias_corrected:.6f}, {estimate.blocks} blocks)")

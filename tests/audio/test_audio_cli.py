@@ -224,3 +224,27 @@ def test_bad_options_and_encoders_are_refused(tmp_path, corpus, log_mel):
     with pytest.raises(ValueError, match="is none of: a built-in name"):
         audio.encoder_from_spec("no-such-encoder")
     assert cli(["audio", "log-mel", str(corpus), "--labels", "x.csv"]) == 1
+
+
+def test_ci_gives_intervals_by_file_and_a_paired_table_of_differences(tmp_path, corpus, log_mel, capsys):
+    """Blocks by file: the clip state's interval is rf.rankme's with one group per file, and
+    two encoders on the same files pair up block by block (their frame counts differ)."""
+    result = score_encoder(log_mel, [str(corpus)], AudioOptions(workers=0, ci=0.95, keep_clips=True, progress=False))
+    clips = result.clip_embeddings.astype(np.float64)
+    expected = rf.rankme(clips, ci=0.95, groups=np.arange(len(clips)))
+    found = result.intervals["clip"].estimates["rankme"]
+    assert found.blocks == 10 and found.standard_error == pytest.approx(expected.standard_error, rel=1e-6)
+    out = tmp_path / "out.json"
+    assert cli(["audio", "log-mel,crepe-tiny", str(corpus), "--option", "crepe-tiny:hop_length=1600",
+                "--no-progress", "--workers", "0", "--ci", "--json", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    written = json.loads(out.read_text())
+    rows, differences = written[:2], written[2]["paired_differences"]
+    assert [d["state"] for d in differences] == ["frame", "frame_centered", "clip", "clip_centered"]
+    for d in differences:
+        assert d["difference"] == pytest.approx(rows[0][f"{d['state']}_rankme"] - rows[1][f"{d['state']}_rankme"])
+        low, high = d["interval"]
+        assert low < d["difference"] < high and d["beyond_noise"] == (not low <= 0 <= high)
+        name = f"{d['state']}_rankme"
+        assert rows[0][f"{name}_low"] < rows[0][name] < rows[0][f"{name}_high"]
+    assert "| log-mel − crepe-tiny |" in printed and "paired intervals, blocks by file" in printed

@@ -258,7 +258,7 @@ def test_resume_after_sigkill_gives_the_identical_result(tmp_path, centered):
     for index in range(3):
         np.save(tmp_path / f"shard{index}.npy", (rng.standard_normal((20_000, 64)) + 5).astype(np.float32))
     common = [str(tmp_path / "shard*.npy"), "--batch-rows", "200", "--metrics", "rankme,effective_rank"]
-    common += ["--centered"] if centered else []
+    common += ["--centered", "--ci"] if centered else []  # centred: with the interval's block states too
     straight = tmp_path / "straight.json"
     subprocess.run(_command(*common, "--json", str(straight)), check=True, timeout=300)
 
@@ -279,6 +279,7 @@ def test_resume_after_sigkill_gives_the_identical_result(tmp_path, centered):
     assert 0 < second["resumed_from_row"] < 60_000
     assert second["rows"] == first["rows"] == 60_000
     assert second["metrics"] == first["metrics"]  # bitwise: same batches, same order
+    assert second["intervals"] == first["intervals"]
 
 
 def test_resume_refuses_a_checkpoint_of_another_job(tmp_path, z):
