@@ -17,7 +17,7 @@ LAYERS = [
     ("math", ["metrics", "conventions", "spectrum", "slq", "_checks", "_extras"]),
     ("inputs", ["_native", "_inputs"]),
     ("kernels", ["backends"]),
-    ("state", ["state", "distributed", "sample_limit", "update", "accumulate", "api", "lidar"]),
+    ("state", ["state", "distributed", "sample_limit", "update", "uncertainty", "accumulate", "api", "lidar"]),
     ("engine", ["corpus"]),
     ("layers", ["io", "scoring", "integrations", "scaling", "audio", "study", "demo"]),
     ("cli", ["cli"]),
