@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -271,8 +272,11 @@ def _paired_differences(results: list[tuple[str, Any, Any]]) -> list[dict[str, A
             for state in ("frame", "frame_centered", "clip", "clip_centered"):
                 if state not in (a.intervals or {}) or state not in (b.intervals or {}):
                     continue
-                comparison = compare_blocks(a.intervals[state].spectra, b.intervals[state].spectra, metric="rankme",
-                                            ci=a.intervals[state].estimates["rankme"].level, eps=1e-7)  # fmt: skip
+                level = a.intervals[state].estimates["rankme"].level
+                with warnings.catch_warnings():  # the same warnings as each state's own, said already
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    comparison = compare_blocks(a.intervals[state].spectra, b.intervals[state].spectra,
+                                                metric="rankme", ci=level, eps=1e-7)  # fmt: skip
                 difference = comparison.difference
                 differences.append({"a": spec_a, "b": spec_b, "state": state, "difference": difference.value,
                                     "standard_error": difference.standard_error,

@@ -5,6 +5,7 @@ two jobs on the same files), and, when asked, RankMe against N along the blocks.
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 
 from rankme_fast.accumulate import GramAccumulator
@@ -17,6 +18,7 @@ class Intervals:
     estimates: dict[str, Estimate]  # metric -> its jackknife estimate
     spectra: BlockSpectra
     growth: Growth | None  # RankMe against N, with `growth` in the options
+    warnings: tuple[str, ...] = ()  # what the jackknife warned of (too few rows for D, or per block)
 
 
 def interval_report(
@@ -35,8 +37,13 @@ def interval_report(
         return None
     spectra = state.block_spectra()
     wanted = options.metrics if metrics is None else metrics
-    estimates = {name: spectra.estimate(name, ci=options.ci, eps=options.eps) for name in wanted}
-    curve = None
-    if options.growth and "rankme" in wanted and held >= 4:
-        curve = state.growth("rankme", ci=options.ci, eps=options.eps)
-    return Intervals(estimates, spectra, curve)
+    with warnings.catch_warnings(record=True) as caught:  # said once, on stderr, by the command
+        warnings.simplefilter("always", RuntimeWarning)
+        estimates = {name: spectra.estimate(name, ci=options.ci, eps=options.eps) for name in wanted}
+        curve = None
+        if options.growth and "rankme" in wanted and held >= 4:
+            curve = state.growth("rankme", ci=options.ci, eps=options.eps)
+    said = tuple(dict.fromkeys(str(w.message).partition(": ")[2] for w in caught))
+    for message in said:
+        print(f"warning{f' ({label})' if label else ''}: {message}", file=sys.stderr)
+    return Intervals(estimates, spectra, curve, said)
