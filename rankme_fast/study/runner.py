@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,6 +64,9 @@ def evaluate(encoder: AudioEncoder, benchmark: Benchmark) -> dict[str, Any]:
     started = time.perf_counter()
     extraction = extract(encoder, benchmark, level="frame", accumulator=[raw, centred], progress=False)
     clips = extraction.clip_embeddings
+    with warnings.catch_warnings(record=True) as caught:  # few clips for D: said in the record instead
+        warnings.simplefilter("always", RuntimeWarning)
+        interval = rf.rankme(clips, ci=0.95, groups=np.arange(len(clips)))  # clip i in block i mod 10
     row: dict[str, Any] = {
         "dim": encoder.dim,
         "frame_rankme": raw.rankme(),
@@ -70,6 +74,12 @@ def evaluate(encoder: AudioEncoder, benchmark: Benchmark) -> dict[str, Any]:
         "clip_rankme": rf.rankme(clips),
         "clip_rankme_centered": rf.rankme(clips, centered=True),
         "clip_rankme_capped": bool(len(clips) < 4 * encoder.dim),
+        "clip_rankme_se": interval.standard_error,
+        "clip_rankme_interval": list(interval.interval),
+        "clip_rankme_left_out": list(interval.left_out),  # with another run's: a paired difference
+        "clip_rankme_still_rising": interval.still_rising,
+        "clip_rankme_count": len(clips),
+        "clip_rankme_interval_warning": "; ".join(dict.fromkeys(str(w.message) for w in caught)),
         "eval_frames": extraction.frames,
     }
     for name, task in benchmark.tasks.items():

@@ -15,6 +15,7 @@ from scipy import stats
 from rankme_fast.scaling import fit, rankme_law
 from rankme_fast.scaling.nested import unification_test
 from rankme_fast.study.presets import SWEEPS, StudyPreset
+from rankme_fast.study.study_noise import noise_calls
 
 RANKMES = ("clip_rankme", "frame_rankme")
 
@@ -177,10 +178,10 @@ def quality_laws(records: list[dict], tasks: list[str], bootstrap: int = 200) ->
     return laws
 
 
-def sweep_correlations(records: list[dict], preset: StudyPreset) -> dict[str, Any]:
-    """Per swept variable (and N, D on the grid): the values, clip RankMe and mean accuracy of
-    its runs, and Spearman ρ of RankMe with the variable where it is a number."""
-    out: dict[str, Any] = {}
+def variable_rows(records: list[dict], preset: StudyPreset) -> dict[str, tuple[str, list[dict]]]:
+    """Per swept variable (and N, D on the grid): its record column and its runs in the order
+    of that column."""
+    out = {}
     variables = {"N (width)": grid_rows(records, preset), "D (seconds)": grid_rows(records, preset)}
     variables.update({v: sweep_rows(records, preset, v) for v in SWEEPS if v in preset.sweeps})
     for variable, rows in variables.items():
@@ -189,11 +190,21 @@ def sweep_correlations(records: list[dict], preset: StudyPreset) -> dict[str, An
             rows = [r for r in rows if r["data_seconds"] == max(preset.data_seconds)]
         if variable == "D (seconds)":
             rows = [r for r in rows if r["width"] == preset.base.width]
-        rows = sorted(rows, key=lambda r: (str(type(r[column])), r[column]))
+        out[variable] = (column, sorted(rows, key=lambda r: (str(type(r[column])), r[column])))
+    return out
+
+
+def sweep_correlations(records: list[dict], preset: StudyPreset) -> dict[str, Any]:
+    """Per swept variable (and N, D on the grid): the values, clip RankMe (with its standard
+    error where recorded) and mean accuracy of its runs, and Spearman ρ of RankMe with the
+    variable where it is a number."""
+    out: dict[str, Any] = {}
+    for variable, (column, rows) in variable_rows(records, preset).items():
         entry: dict[str, Any] = {
             "column": column,
             "values": [r[column] for r in rows],
             "clip_rankme": [r["clip_rankme"] for r in rows],
+            "clip_rankme_se": [r.get("clip_rankme_se") for r in rows],
             "mean_accuracy": [r["mean_accuracy"] for r in rows],
         }
         numeric = all(isinstance(v, (int, float)) for v in entry["values"])
@@ -217,4 +228,5 @@ def analyse(records: list[dict], preset: StudyPreset, tasks: list[str], bootstra
         "quality_laws": quality_laws(records, tasks, bootstrap),
         "sweeps": sweep_correlations(records, preset),
         "unification": unification(records, tasks),
+        "noise": noise_calls(records, {v: rows for v, (_, rows) in variable_rows(records, preset).items()}),
     }

@@ -37,6 +37,7 @@ COLUMNS = [
     "frame_rankme",
     "frame_rankme_centered",
     "clip_rankme_capped",
+    "clip_rankme_se",
     "steps_run",
     "best_step",
     "stopped_by",
@@ -188,7 +189,12 @@ def plot_sweeps(fits: dict, path: Path) -> None:
         values = entry["values"]
         numeric = all(isinstance(v, (int, float)) for v in values)
         positions = values if numeric else list(range(len(values)))
-        ax.plot(positions, entry["clip_rankme"], "o-", color="C0")
+        errors = entry.get("clip_rankme_se", [])
+        if errors and all(e is not None for e in errors):  # ±1.96 standard errors: the 95 % intervals
+            ax.errorbar(positions, entry["clip_rankme"], yerr=1.96 * np.asarray(errors), fmt="o-", color="C0",
+                        capsize=2)  # fmt: skip
+        else:
+            ax.plot(positions, entry["clip_rankme"], "o-", color="C0")
         if numeric and values and min(values) > 0:
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())
@@ -223,6 +229,10 @@ def _quality_b(law: dict) -> str:
     if "b" in law.get("pinned", []):
         return "no positive power law (b at its bound)"
     return _ci(law, "b")
+
+
+def _plus_minus(record: dict) -> str:
+    return f" ± {record['clip_rankme_se']:.2g}" if record.get("clip_rankme_se") is not None else ""
 
 
 def _percent(value: float | None) -> str:
@@ -301,7 +311,36 @@ def findings(fits: dict, tasks: list[str], records: list[dict] | None = None) ->
                 f"{', '.join(failed) or 'any other task'}."
             )
     lines += _unification_findings(fits.get("unification", {}))
+    lines += _noise_findings(fits.get("noise", {}))
     return lines
+
+
+def _noise_findings(noise: dict) -> list[str]:
+    """How many adjacent RankMe differences of the ladder and of each sweep are beyond noise,
+    naming the pairs that are not."""
+    lines = []
+    for label, calls in [("pretrained ladder (by clip RankMe)", noise.get("ladder", [])),
+                         *((f"{name} sweep", c) for name, c in noise.get("groups", {}).items())]:  # fmt: skip
+        if not calls:
+            continue
+        within = [f"{c['a']} vs {c['b']} ({c['difference']:+.3g} [{c['interval'][0]:+.3g}, {c['interval'][1]:+.3g}])"
+                  for c in calls if not c["beyond_noise"]]  # fmt: skip
+        beyond = len(calls) - len(within)
+        lines.append(f"Clip RankMe, {label}: {beyond} of {len(calls)} neighbouring differences are beyond the "
+                     f"{100 * noise['level']:g} % paired interval"
+                     + (f"; **within noise** (no order can be claimed): {'; '.join(within)}" if within else "")
+                     + ".")  # fmt: skip
+    return lines
+
+
+def _noise_table(noise: dict) -> list[str]:
+    md = ["| group | a | b | clip RankMe a − b [95 % paired interval] | beyond noise |", "|---|---|---|---|---|"]
+    for label, calls in [("pretrained ladder", noise.get("ladder", [])), *noise.get("groups", {}).items()]:
+        for c in calls:
+            low, high = c["interval"]
+            md.append(f"| {label} | {c['a']} | {c['b']} | {c['difference']:+.3g} [{low:+.3g}, {high:+.3g}] | "
+                      f"{'yes' if c['beyond_noise'] else '**no**'} |")  # fmt: skip
+    return md if len(md) > 2 else []
 
 
 def _unification_findings(result: dict) -> list[str]:
@@ -438,6 +477,16 @@ def write_report(
                "correlation with log accuracy given log RankMe, with its 95 % CI (partial R² for architectures). "
                "Numbers enter on a log scale, depth as is.", ""]  # fmt: skip
         md += _unification_table(unification)
+    noise_table = _noise_table(fits.get("noise", {}))
+    if noise_table:
+        md += ["", "## Which RankMe differences are beyond noise", "",
+               "Each run's clip RankMe has a delete-one-block jackknife interval (10 blocks, clip i in block i mod "
+               "10). Every run is scored on the same clips in the same blocks, so two runs' difference has a "
+               "paired interval, far narrower than either interval alone. Neighbours are compared: the pretrained "
+               "ladder in order of clip RankMe, each sweep and each axis of the grid in order of its variable. "
+               "A difference whose interval holds 0 is within noise: its sign is not established. Intervals rest "
+               "on the clips at hand: where they are fewer than 2·D (marked capped), they are conservative.",
+               "", *noise_table]  # fmt: skip
     md += ["", "## RankMe vs each variable", "", "![RankMe vs variables](rankme_vs_variables.png)", "",
            "## Runs", "",
            "| run | N | D (s) | held-out loss | best step / run (stop) | epochs | wall s | RankMe clip | RankMe frame "
@@ -449,7 +498,8 @@ def write_report(
         wall = f"{r.get('pretrain_seconds', 0.0) + r['eval_seconds']:.0f}"
         md.append(
             f"| {r['name']} | {r['n_params']:,} | {r.get('data_seconds', '')} | {loss} | {steps} | {epochs} | {wall} "
-            f"| {r['clip_rankme']:.1f}{' (capped)' if r['clip_rankme_capped'] else ''} | {r['frame_rankme']:.1f} | "
+            f"| {r['clip_rankme']:.1f}{_plus_minus(r)}{' (capped)' if r['clip_rankme_capped'] else ''} | "
+            f"{r['frame_rankme']:.1f} | "
             f"{r['mean_accuracy']:.3f} |"
         )
     md += [

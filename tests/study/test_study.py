@@ -233,6 +233,9 @@ def test_micro_study_writes_the_report_and_resumes_without_redoing_runs(bench_ca
     assert {"trained/clip_rankme/mean", "trained/clip_rankme/digit"} <= set(fits["quality_laws"])
     report = (out / "report.md").read_text()
     assert "![quality vs RankMe](quality_vs_rankme.png)" in report and "## Findings" in report
+    calls = [c for group in fits["noise"]["groups"].values() for c in group]
+    assert calls and all(c["interval"][0] <= c["difference"] <= c["interval"][1] for c in calls)
+    assert "## Which RankMe differences are beyond noise" in report and " ± " in report
 
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
 
