@@ -9,7 +9,7 @@ from rankme_fast import conventions, integrations, metrics
 from rankme_fast._extras import lazy_attributes
 from rankme_fast._native import native as _C  # noqa: F401  (rf._C: the compiled module, for tests and tools)
 from rankme_fast.accumulate import GramAccumulator
-from rankme_fast.api import block_spectra, compare, rankme, rankme_many, spectrum
+from rankme_fast.api import block_spectra, compare, rankme, rankme_many, spectra_many, spectrum
 from rankme_fast.backends import available_backends
 from rankme_fast.spectrum import Spectrum
 
@@ -27,6 +27,7 @@ __all__ = [
     "metrics",
     "rankme",
     "rankme_many",
+    "spectra_many",
     "spectrum",
 ]
 

@@ -177,6 +177,15 @@ def rankme_many(
     device are eigensolved together in one batched float64 call. Returns a float64 array (B,)."""
     if convention is not None:
         centered = centered or get_convention(convention).centered
+    spectra = spectra_many(items, centered=centered, precision=precision, backend=backend)
+    return np.array([s.rankme(eps, convention=convention) for s in spectra], dtype=np.float64)
+
+
+def spectra_many(
+    items: Iterable[Any] | Any, *, centered: bool = False, precision: str = "exact", backend: str = "auto"
+) -> list[Spectrum]:
+    """The spectrum of each item (as for `rankme_many`): Grams of one size and device in one
+    batched float64 eigensolve."""
     sequence = list(items.unbind(0) if isinstance(items, torch.Tensor) and items.ndim == 3 else items)
     if not sequence:
         raise ValueError("rankme_many needs at least one item")
@@ -203,7 +212,7 @@ def rankme_many(
         for (index, _), result in zip(group, spectra_of_grams(grams, counts=counts, dim=dim, centered=is_centered),
                                       strict=True):
             spectra[index] = result
-    return np.array([s.rankme(eps, convention=convention) for s in spectra if s is not None], dtype=np.float64)
+    return [s for s in spectra if s is not None]
 
 
 def _wide_spectrum(matrix: KernelInput, *, centered: bool, precision: str, backend: str) -> Spectrum:

@@ -53,6 +53,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--law", help="fits.json of `rankme-fast study` or fit.json of `rankme-fast fit`")
     parser.add_argument("--task", default="mean", help="which task's law in a study's fits.json (default: mean)")
     parser.add_argument("--plot", help="write a figure of each encoder's RankMe (against probe accuracy with labels)")
+    parser.add_argument("--layers", metavar="SPEC",
+                        help="score the encoder's inner layers in one pass instead of its output: all, indices or "
+                        "slices (-4:, 0,6,11), or name patterns (encoder.layers.*); a table per layer")  # fmt: skip
     add_job_arguments(parser, checkpoint="one file per encoder", unit="decoding tasks")
     parser.set_defaults(run=run)
 
@@ -100,9 +103,14 @@ def _score_one(spec: str, args: argparse.Namespace, labels: dict | None) -> tupl
         checkpoint = args.checkpoint if "," not in args.encoders else _per_encoder(args.checkpoint, encoder.name)
     result = score_encoder(encoder, args.paths, AudioOptions(**(job_arguments(args) | dict(
         window_seconds=args.window_seconds, clip=args.clip, workers=args.workers, keep_clips=labels is not None,
-        checkpoint=checkpoint,
+        checkpoint=checkpoint, layers=args.layers,
     ))))  # fmt: skip
-    return spec, result, (_probe(result, labels) if labels is not None else None)
+    if labels is None:
+        return spec, result, None
+    if result.layers:  # a probe per layer, keyed by layer name
+        return spec, result, {layer: _probe_clips(result.layer_clips[layer], result.clip_files, labels)
+                              for layer in result.layers}  # fmt: skip
+    return spec, result, _probe(result, labels)
 
 
 def _option(item: str) -> tuple[str, Any]:
@@ -143,19 +151,22 @@ def _probe(result: Any, labels: dict[str, tuple[str, str | None]]) -> dict[str, 
     """Linear-probe accuracy on a held-out fifth of the clips (whole groups when given)."""
     if result.clip_embeddings is None:
         raise ValueError("no clip embeddings were kept for the probe")
-    known = [(i, labels.get(f) or labels.get(Path(f).name)) for i, f in enumerate(result.clip_files)]
-    missing = sorted({result.clip_files[i] for i, entry in known if entry is None})
+    return _probe_clips(result.clip_embeddings, result.clip_files, labels)
+
+
+def _probe_clips(x: np.ndarray, files: list[str], labels: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
+    known = [(i, labels.get(f) or labels.get(Path(f).name)) for i, f in enumerate(files)]
+    missing = sorted({files[i] for i, entry in known if entry is None})
     if missing:
         raise ValueError(f"no label for {len(missing)} files, e.g. {missing[0]}")
     classes = sorted({entry[0] for _, entry in known})
     y = np.array([classes.index(entry[0]) for _, entry in known])
-    groups = [entry[1] if entry[1] is not None else result.clip_files[i] for i, entry in known]
+    groups = [entry[1] if entry[1] is not None else files[i] for i, entry in known]
     unique = sorted(set(groups))
     held_out = set(np.random.default_rng(0).permutation(unique)[: max(1, len(unique) // 5)])
     test = np.array([g in held_out for g in groups])
     if test.all() or not test.any():
         raise ValueError("too few files (or groups) to hold out a test split")
-    x = result.clip_embeddings
     outcome = probe(x[~test], y[~test], x[test], y[test], kind="linear")
     grouped = any(entry[1] is not None for _, entry in known)
     return {"accuracy": outcome.accuracy, "macro_f1": outcome.macro_f1, "n_train": outcome.n_train,
@@ -205,7 +216,10 @@ def _summary(spec: str, result: Any, probe: dict | None, law: dict | None) -> di
     row = {"encoder": spec, "name": result.encoder["name"], "dim": result.encoder["dim"], **metrics,
            "frames": result.frames, "clips": result.clips, "hours": result.audio_seconds / 3600,
            "audio_s_per_s": result.audio_seconds_per_second}  # fmt: skip
-    if probe is not None:
+    if result.layers:
+        row["layers"] = _layer_rows(result, probe)
+        row |= _best_layers(row["layers"])
+    elif probe is not None:
         row["probe_accuracy"] = probe["accuracy"]
         row["probe"] = probe
     if law is not None and "clip" in result.metrics:
@@ -225,7 +239,64 @@ def _summary(spec: str, result: Any, probe: dict | None, law: dict | None) -> di
     return row
 
 
+def _layer_rows(result: Any, probes: dict[str, dict] | None) -> list[dict[str, Any]]:
+    """One row per layer, in depth order: width, RankMe per state, probe accuracy."""
+    rows = []
+    for depth, layer in enumerate(result.layers):
+        row: dict[str, Any] = {"layer": layer, "depth": depth, "dim": result.layer_dims[layer]}
+        for label, values in result.metrics.items():
+            state, _, of = label.partition("@")
+            if of == layer:
+                row |= {f"{state}_{name}": value for name, value in values.items()}
+        if probes is not None:
+            row["probe_accuracy"], row["probe"] = probes[layer]["accuracy"], probes[layer]
+        rows.append(row)
+    return rows
+
+
+def _best_layers(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The layer of highest clip RankMe (frame RankMe without clips) and, with a probe, the
+    layer that probes best and what picking by RankMe costs in accuracy."""
+    key = "clip_rankme" if all("clip_rankme" in row for row in layers) else "frame_rankme"
+    by_rankme = max(layers, key=lambda row: row[key])
+    best = {"best_layer_by_rankme": by_rankme["layer"], "best_layer_rankme_kind": key}
+    if all("probe_accuracy" in row for row in layers):
+        by_probe = max(layers, key=lambda row: row["probe_accuracy"])
+        lost = by_probe["probe_accuracy"] - by_rankme["probe_accuracy"]
+        best |= {"best_layer_by_probe": by_probe["layer"], "accuracy_lost_picking_by_rankme": lost}
+    return best
+
+
+def _print_layers(row: dict[str, Any]) -> None:
+    states = ("frame", "frame_centered", "clip", "clip_centered")
+    probed = all("probe_accuracy" in layer for layer in row["layers"])
+    header = ["layer", "dim", *(f"{s} rankme" for s in states), *(["probe acc"] if probed else [])]
+    print(f"{row['encoder']}: {len(row['layers'])} layers, {row['frames']:,} frames of the first, "
+          f"{row['clips']:,} clips, {row['hours']:.3f} h")  # fmt: skip
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for layer in row["layers"]:
+        cells = [layer["layer"], str(layer["dim"]), *(f"{layer.get(f'{s}_rankme', float('nan')):.4f}" for s in states)]
+        cells += [f"{layer['probe_accuracy']:.3f}"] if probed else []
+        print("| " + " | ".join(cells) + " |")
+    kind = row["best_layer_rankme_kind"].replace("_rankme", " RankMe")
+    line = f"best layer by {kind}: {row['best_layer_by_rankme']}"
+    if "best_layer_by_probe" in row:
+        line += (f"; by probe accuracy: {row['best_layer_by_probe']} (picking by RankMe loses "
+                 f"{row['accuracy_lost_picking_by_rankme']:.3f} accuracy)")  # fmt: skip
+    print(line)
+
+
 def _print(rows: list[dict[str, Any]], results: list[Any], per_file: bool) -> None:
+    for row in rows:
+        if "layers" in row:
+            _print_layers(row)
+    rows_and_results = [(row, result) for row, result in zip(rows, results, strict=True) if "layers" not in row]
+    if rows_and_results:
+        _print_outputs([row for row, _ in rows_and_results], [result for _, result in rows_and_results])
+    _print_timing(rows, results, per_file)
+
+
+def _print_outputs(rows: list[dict[str, Any]], results: list[Any]) -> None:
     states = ("frame", "frame_centered", "clip", "clip_centered")
     header = ["encoder", "dim", *(f"{s} rankme" for s in states), "frames", "clips", "hours", "audio s/s"]
     if any("probe_accuracy" in row for row in rows):
@@ -239,6 +310,9 @@ def _print(rows: list[dict[str, Any]], results: list[Any], per_file: bool) -> No
         if "probe acc" in header:
             cells.append(f"{row['probe_accuracy']:.3f}" if "probe_accuracy" in row else "")
         print("| " + " | ".join(cells) + " |")
+
+
+def _print_timing(rows: list[dict[str, Any]], results: list[Any], per_file: bool) -> None:
     for row, (_, result, _) in zip(rows, results, strict=True):
         total = max(result.wall_seconds, 1e-9)
         print(f"{row['encoder']}: {result.wall_seconds:.1f} s for {result.audio_seconds:.1f} s of audio; model "
@@ -311,6 +385,11 @@ def _plot(rows: list[dict[str, Any]], path: str) -> None:
 
     figure = Figure(figsize=(6, 4))
     ax = figure.subplots()
+    if any("layers" in row for row in rows):
+        _plot_layers(ax, [row for row in rows if "layers" in row])
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        return
     names = [row["encoder"] for row in rows]
     values = [row.get("clip_rankme", row["frame_rankme"]) for row in rows]
     if all("probe_accuracy" in row for row in rows):
@@ -326,3 +405,24 @@ def _plot(rows: list[dict[str, Any]], path: str) -> None:
         ax.tick_params(axis="x", rotation=30)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+
+
+def _plot_layers(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """RankMe (clip: solid, frame: dashed) against depth, and probe accuracy on a second axis."""
+    accuracy = ax.twinx() if any("probe_accuracy" in layer for row in rows for layer in row["layers"]) else None
+    for index, row in enumerate(rows):
+        depth = [layer["depth"] for layer in row["layers"]]
+        colour = f"C{index}"
+        for key, style in (("clip_rankme", "-"), ("frame_rankme", "--")):
+            if all(key in layer for layer in row["layers"]):
+                ax.plot(depth, [layer[key] for layer in row["layers"]], style, color=colour, marker="o", ms=3,
+                        label=f"{row['encoder']} {key.replace('_rankme', '')} RankMe")  # fmt: skip
+        if accuracy is not None and all("probe_accuracy" in layer for layer in row["layers"]):
+            accuracy.plot(depth, [layer["probe_accuracy"] for layer in row["layers"]], ":", color=colour, marker="s",
+                          ms=3, label=f"{row['encoder']} probe accuracy")  # fmt: skip
+    ax.set_xlabel("layer (depth)")
+    ax.set_ylabel("RankMe")
+    ax.legend(fontsize=7, loc="upper left")
+    if accuracy is not None:
+        accuracy.set_ylabel("linear-probe accuracy")
+        accuracy.legend(fontsize=7, loc="lower right")

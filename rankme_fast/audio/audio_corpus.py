@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from rankme_fast.accumulate import GramAccumulator
+from rankme_fast.api import spectra_many
 from rankme_fast.audio.encoders.encoder import AudioEncoder
 from rankme_fast.audio.files import AudioInfo, BadAudioError, audio_info, expand_audio_paths, read_windows
 from rankme_fast.corpus import Corpus, FileReport, Intervals, JobOptions, Outcome, Unit, interval_report, run_job
@@ -42,6 +43,7 @@ class AudioOptions(JobOptions):
     clip: str = "file"  # what one clip is: a whole file, or one window
     workers: int = 2  # decoding processes (0: decode in this process)
     keep_clips: bool = False  # keep one embedding per clip (for a probe)
+    layers: str | None = None  # score these inner layers of the encoder (a layer spec) instead of its output
 
     def check(self) -> None:
         super().check()
@@ -67,9 +69,12 @@ class EncoderResult:
     gram_seconds: float
     processes: int
     files: list[FileReport] = field(default_factory=list)
-    clip_embeddings: np.ndarray | None = None
+    clip_embeddings: np.ndarray | None = None  # of the output, or of the last layer scored
     clip_files: list[str] | None = None
     resumed: bool = False
+    layers: list[str] | None = None  # with options.layers: the layers scored; metrics keys "<state>@<layer>"
+    layer_clips: dict[str, np.ndarray] | None = None  # with keep_clips and layers: each layer's clip embeddings
+    layer_dims: dict[str, int] | None = None  # with layers: each layer's width
     intervals: dict[str, Intervals] | None = None  # with ci: state label -> its metrics' estimates (blocks by file)
 
     @property
@@ -80,6 +85,7 @@ class EncoderResult:
         data = asdict(self)
         data.pop("clip_embeddings")
         data.pop("clip_files")
+        data.pop("layer_clips")
         data["intervals"] = None if self.intervals is None else {
             label: {name: e.to_json() for name, e in found.estimates.items()} | (
                 {"growth": found.growth.to_json()} if found.growth is not None else {})
@@ -113,9 +119,11 @@ class AudioCorpus(Corpus):
         self.encoder, self.options = encoder, options
         self.label = f"{encoder.name} (audio seconds)"
         self.infos: dict[int, AudioInfo] = {}
-        self.kept: list[np.ndarray] = []
+        self.layers = encoder.layer_names(options.layers) if options.layers is not None else None
+        self.parts = [f"@{layer}" for layer in self.layers] if self.layers is not None else [""]  # state suffixes
+        self.kept: dict[str, list[np.ndarray]] = {part: [] for part in self.parts}
         self.kept_files: list[str] = []
-        self.file_kept: list[np.ndarray] = []
+        self.file_kept: dict[str, list[np.ndarray]] = {part: [] for part in self.parts}
         self.timing = {"decode": 0.0, "wait": 0.0, "model": 0.0, "gram": 0.0}
 
     def survey(self, path: str) -> FileReport:
@@ -124,9 +132,11 @@ class AudioCorpus(Corpus):
         return FileReport(path, seconds=info.seconds)
 
     def new_states(self) -> dict[str, GramAccumulator]:
-        o, dim = self.options, self.encoder.dim
-        return {name: GramAccumulator(dim, centered=True, precision=o.precision, backend=o.backend,
-                                      blocks=o.state_blocks) for name in STATES}  # fmt: skip
+        o = self.options
+        dim = self.encoder.dim if self.layers is None else None  # a layer's width: fixed by its first output
+        return {state + part: GramAccumulator(dim, centered=True, precision=o.precision, backend=o.backend,
+                                              blocks=o.state_blocks)
+                for part in self.parts for state in STATES}  # fmt: skip
 
     @contextmanager
     def units(self, reports: list[FileReport], start: tuple[int, int]) -> Iterator[Iterator[Unit]]:
@@ -206,45 +216,59 @@ class AudioCorpus(Corpus):
         self.file = unit.file
         self.timing["decode"] += decode_seconds
         started = time.perf_counter()
-        rate, name = self.encoder.sample_rate, report.path
-        embedded = [self.encoder.embed(w, rate, name=name).values.to(torch.float32) for w in windows]
+        embedded = [self._embed(w, report.path) for w in windows]  # per window: state suffix -> frames
         self.timing["model"] += time.perf_counter() - started
         started = time.perf_counter()
-        frames = torch.cat(embedded)
-        states["frame"].update(frames, groups=self._file_key(unit.file, len(frames)))
-        if self.options.clip == "window":
-            self._add_clips(states, torch.stack([window.mean(dim=0, dtype=torch.float64) for window in embedded]),
-                            unit.file)  # fmt: skip
+        for part in self.parts:
+            frames = torch.cat([window[part] for window in embedded])
+            try:
+                states["frame" + part].update(frames, groups=self._file_key(unit.file, len(frames)))
+            except ValueError as error:
+                raise ValueError(f"{self.encoder.name}{part}: {error}") from error
+            if self.options.clip == "window":
+                clips = torch.stack([window[part].mean(dim=0, dtype=torch.float64) for window in embedded])
+                self._add_clips(states, clips, unit.file, part)
+            if part == self.parts[0]:
+                report.rows += len(frames)
         report.windows += len(windows)
-        report.rows += len(frames)
         self.timing["gram"] += time.perf_counter() - started
-        return sum(len(wave) for wave in windows) / rate
+        return sum(len(wave) for wave in windows) / self.encoder.sample_rate
 
     def _file_key(self, file: int, rows: int) -> np.ndarray | None:
         """With an interval, the rows' groups key: the file's index among all files (so every
         process count gives the same blocks, and two encoders on the same files pair up)."""
         return None if self.options.ci is None else np.full(rows, self.rank + file * self.processes)
 
-    def _add_clips(self, states: dict[str, GramAccumulator], clips: torch.Tensor, file: int) -> None:
-        states["clip"].update(clips, groups=self._file_key(file, len(clips)))
+    def _embed(self, wave: np.ndarray, name: str) -> dict[str, torch.Tensor]:
+        """A window's frames (float32) per state suffix: the output, or each chosen layer."""
+        rate = self.encoder.sample_rate
+        if self.layers is None:
+            return {"": self.encoder.embed(wave, rate, name=name).values.to(torch.float32)}
+        outputs = self.encoder.embed_layers(wave, rate, self.options.layers, name=name)
+        return {f"@{layer}": outputs[layer].to(torch.float32) for layer in self.layers}
+
+    def _add_clips(self, states: dict[str, GramAccumulator], clips: torch.Tensor, file: int, part: str) -> None:
+        states["clip" + part].update(clips, groups=self._file_key(file, len(clips)))
         if self.options.keep_clips:
-            self.file_kept += list(clips.numpy())
+            self.file_kept[part] += list(clips.numpy())
 
     def end_file(self, states: dict[str, GramAccumulator], report: FileReport) -> None:
         if self.options.clip == "file":
-            self._add_clips(states, states["frame"].mean[None], self.file)  # the file's mean frame
+            for part in self.parts:
+                self._add_clips(states, states["frame" + part].mean[None], self.file, part)  # the file's mean frame
         if self.options.per_file:
-            spectrum = states["frame"].uncentered().spectrum()
+            spectrum = states["frame" + self.parts[-1]].uncentered().spectrum()
             wanted = [m for m in self.options.metrics if m != "nesum"]  # NESum: covariance only
             report.metrics = {m: spectrum.metric(m, self.options.eps) for m in wanted}
 
     def keep_file(self, report: FileReport) -> None:
-        self.kept += self.file_kept
-        self.kept_files += [report.path] * len(self.file_kept)
-        self.file_kept = []
+        self.kept_files += [report.path] * len(self.file_kept[self.parts[0]])
+        for part in self.parts:
+            self.kept[part] += self.file_kept[part]
+        self.forget_file()
 
     def forget_file(self) -> None:
-        self.file_kept = []
+        self.file_kept = {part: [] for part in self.parts}
 
     def progress_total(self, reports: list[FileReport]) -> float:
         return sum(r.seconds or 0.0 for r in reports if r.error is None)
@@ -252,44 +276,54 @@ class AudioCorpus(Corpus):
     def fingerprint(self) -> dict[str, Any]:
         o = self.options
         return {"encoder": self.encoder.describe(), "window_seconds": o.window_seconds, "clip": o.clip,
-                "keep_clips": o.keep_clips, "states": [f"{name} (centred)" for name in STATES]}  # fmt: skip
+                "keep_clips": o.keep_clips, "states": [f"{name} (centred)" for name in STATES],
+                "layers": self.layers}  # fmt: skip
 
     def saved(self) -> dict[str, Any]:
         stack = lambda rows: torch.from_numpy(np.stack(rows)) if rows else None  # noqa: E731
-        return {"kept": stack(self.kept), "kept_files": self.kept_files, "file_kept": stack(self.file_kept),
+        return {"kept": {part: stack(rows) for part, rows in self.kept.items()}, "kept_files": self.kept_files,
+                "file_kept": {part: stack(rows) for part, rows in self.file_kept.items()},
                 "timing": self.timing}  # fmt: skip
 
     def restore(self, saved: dict[str, Any]) -> None:
         unstack = lambda tensor: list(tensor.numpy()) if tensor is not None else []  # noqa: E731
-        self.kept, self.file_kept = unstack(saved["kept"]), unstack(saved["file_kept"])
+        self.kept = {part: unstack(tensor) for part, tensor in saved["kept"].items()}
+        self.file_kept = {part: unstack(tensor) for part, tensor in saved["file_kept"].items()}
         self.kept_files, self.timing = list(saved["kept_files"]), dict(saved["timing"])
 
     def result(self, outcome: Outcome, seconds: float) -> EncoderResult:
-        totals = outcome.states
-        if totals["frame"].count == 0:
+        totals, first, last = outcome.states, self.parts[0], self.parts[-1]
+        if totals["frame" + first].count == 0:
             raise ValueError("no audio was scored: every file was empty or skipped")
-        kept = [k for part in outcome.gathered if part["kept"] is not None for k in part["kept"].numpy()]
+        kept = {p: [k for part in outcome.gathered if part["kept"][p] is not None for k in part["kept"][p].numpy()]
+                for p in self.parts}  # fmt: skip
         kept_files = [f for part in outcome.gathered for f in part["kept_files"]]
         timing = {key: sum(part["timing"][key] for part in outcome.gathered) for key in self.timing}
-        metrics, intervals = {}, {}
+        labels, accumulators = [], []  # "<state>[_centered][@<layer>]", raw then centred
         for name, centred in totals.items():
-            if centred.count < 2 and name == "clip":
+            state, at, layer = name.partition("@")
+            if centred.count < 2 and state == "clip":
                 continue  # one clip has no spectrum worth naming (and no centred one at all)
-            for label, acc in ((name, centred.uncentered()), (f"{name}_centered", centred)):
-                spectrum = acc.spectrum()
-                wanted = tuple(m for m in self.options.metrics if m != "nesum" or acc.centered)  # NESum: centred only
-                metrics[label] = {m: spectrum.metric(m, self.options.eps) for m in wanted}
-                found = interval_report(acc, self.options, label=f"{self.encoder.name} {label}", metrics=wanted)
-                if found is not None:
-                    intervals[label] = found
+            labels += [name, f"{state}_centered{at}{layer}"]
+            accumulators += [centred.uncentered(), centred]
+        metrics, intervals = {}, {}
+        for label, acc, spectrum in zip(labels, accumulators, spectra_many(accumulators), strict=True):  # batched
+            wanted = tuple(m for m in self.options.metrics if m != "nesum" or acc.centered)  # NESum: centred only
+            metrics[label] = {m: spectrum.metric(m, self.options.eps) for m in wanted}
+            found = interval_report(acc, self.options, label=f"{self.encoder.name} {label}", metrics=wanted)
+            if found is not None:
+                intervals[label] = found
         good = [r for r in outcome.reports if r.error is None]
+        clips = {p: np.stack(rows) for p, rows in kept.items() if rows}
         return EncoderResult(
-            encoder=self.encoder.describe(), metrics=metrics, frames=totals["frame"].count,
-            clips=totals["clip"].count, audio_seconds=sum(r.seconds or 0.0 for r in good), wall_seconds=seconds,
-            decode_seconds=timing["decode"], wait_seconds=timing["wait"], model_seconds=timing["model"],
-            gram_seconds=timing["gram"], processes=outcome.processes, files=outcome.reports,
-            clip_embeddings=np.stack(kept) if kept else None, clip_files=kept_files or None,
+            encoder=self.encoder.describe(), metrics=metrics, frames=totals["frame" + first].count,
+            clips=totals["clip" + first].count, audio_seconds=sum(r.seconds or 0.0 for r in good),
+            wall_seconds=seconds, decode_seconds=timing["decode"], wait_seconds=timing["wait"],
+            model_seconds=timing["model"], gram_seconds=timing["gram"], processes=outcome.processes,
+            files=outcome.reports, clip_embeddings=clips.get(last), clip_files=kept_files or None,
             resumed=outcome.resumed, intervals=intervals if self.options.ci is not None else None,
+            layers=self.layers, layer_clips={p[1:]: c for p, c in clips.items()} if self.layers else None,
+            layer_dims={layer: int(totals[f"frame@{layer}"].dim or 0) for layer in self.layers or []} or None,
         )  # fmt: skip
 
 

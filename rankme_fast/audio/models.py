@@ -168,3 +168,7 @@ class ModelEncoder(AudioEncoder):
     def _embed(self, wave: np.ndarray) -> FrameEmbeddings:
         values = self.model.embed_frames(self.features(torch.from_numpy(wave), log=True))
         return FrameEmbeddings(values.float(), frame_times(len(values), 1.0 / self.frame_rate))
+
+    def layer_module(self) -> torch.nn.Module:
+        """The model: its blocks are the stack of layers (an LSTM model has none to show)."""
+        return self.model

@@ -248,3 +248,46 @@ def test_ci_gives_intervals_by_file_and_a_paired_table_of_differences(tmp_path, 
         name = f"{d['state']}_rankme"
         assert rows[0][f"{name}_low"] < rows[0][name] < rows[0][f"{name}_high"]
     assert "| log-mel − crepe-tiny |" in printed and "paired intervals, blocks by file" in printed
+
+
+def test_layers_score_every_layer_in_one_pass_with_a_probe_each_and_resume(tmp_path, corpus, monkeypatch, capsys):
+    """A module:callable's three hooked layers: the first equals the encoder's own output
+    scored alone; labels give a probe per layer and the best layer by each; a run stopped
+    part-way resumes to the same states."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "integrations"))
+    labels = corpus.parent / f"{corpus.name}-labels.csv"
+    out = tmp_path / "layers.json"
+    assert cli(["audio", "layered_model:framed_stack", str(corpus), "--layers", "all", "--labels", str(labels),
+                "--label-column", "digit", "--no-progress", "--workers", "0", "--json", str(out), "--plot",
+                str(tmp_path / "layers.png")]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    row = json.loads(out.read_text())[0]
+    assert [layer["layer"] for layer in row["layers"]] == ["stack.layers.0", "stack.layers.1", "stack.layers.2"]
+    assert [layer["dim"] for layer in row["layers"]] == [24, 24, 16]
+    assert all(0 <= layer["probe_accuracy"] <= 1 for layer in row["layers"])
+    assert row["accuracy_lost_picking_by_rankme"] >= 0 and "best layer by clip RankMe" in printed
+    assert (tmp_path / "layers.png").stat().st_size > 1000
+    encoder = audio.encoder_from_spec("layered_model:framed_stack")
+    alone = score_encoder(encoder, [str(corpus)], AudioOptions(workers=0, progress=False))
+    first = row["layers"][0]
+    for state in ("frame", "frame_centered", "clip", "clip_centered"):
+        assert first[f"{state}_rankme"] == pytest.approx(alone.metrics[state]["rankme"], rel=EXACT)
+
+    class StopsPartWay(type(encoder)):
+        calls = 0
+
+        def _embed_layers(self, wave, layers):
+            StopsPartWay.calls += 1
+            if StopsPartWay.calls == 30:
+                raise RuntimeError("stopped part-way")
+            return super()._embed_layers(wave, layers)
+
+    stopping = StopsPartWay(encoder.model, name=encoder.name, frame_rate=encoder.frame_rate)
+    options = AudioOptions(workers=0, progress=False, layers="1:", checkpoint=str(tmp_path / "state.pt"),
+                           checkpoint_every=1)  # fmt: skip
+    with pytest.raises(RuntimeError, match="stopped part-way"):
+        score_encoder(stopping, [str(corpus)], options)
+    resumed = score_encoder(encoder, [str(corpus)], AudioOptions(**{**options.__dict__, "resume": True}))
+    whole = score_encoder(encoder, [str(corpus)], AudioOptions(workers=0, progress=False, layers="1:"))
+    assert resumed.resumed and resumed.layers == ["stack.layers.1", "stack.layers.2"]
+    assert resumed.metrics == whole.metrics

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from rankme_fast.audio.waves import SAMPLE_RATE, check_wave, resample
+from rankme_fast.integrations.layers import LayerSpec, capture_layers, resolve_layers
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,44 @@ class AudioEncoder(ABC):
                 f"{self.name} returned shape {tuple(result.values.shape)}, expected (frames, {self.dim})"
             )
         return result
+
+    # -- inner layers ---------------------------------------------------------------------------
+
+    def layer_module(self) -> torch.nn.Module | None:
+        """The module whose layers `embed_layers` hooks (None: the encoder has no inner layers
+        it can show, unless it overrides `layer_names` and `_embed_layers`)."""
+        return None
+
+    def layer_names(self, layers: LayerSpec = "all") -> list[str]:
+        """The names of the layers `layers` picks (rankme_fast.integrations.layers specs)."""
+        module = self.layer_module()
+        if module is None:
+            raise ValueError(f"{self.name} has no inner layers to choose from")
+        return [name for name, _ in resolve_layers(module, layers)]
+
+    def embed_layers(
+        self, wave: Any, sr: int, layers: LayerSpec = "all", *, name: str = "audio"
+    ) -> dict[str, torch.Tensor]:
+        """(frames, D_l) float32 of each chosen layer for one mono clip, from one pass."""
+        wave = resample(check_wave(wave, sr, name), sr, self.sample_rate)
+        with torch.inference_mode():
+            return self._embed_layers(wave, layers)
+
+    def _embed_layers(self, wave: np.ndarray, layers: LayerSpec) -> dict[str, torch.Tensor]:
+        """Hooks on `layer_module()` while `_embed` runs; a clip that takes several forwards
+        (windows) gets its frames joined in time."""
+        module = self.layer_module()
+        if module is None:
+            raise ValueError(f"{self.name} has no inner layers to choose from")
+        seen: dict[str, list[torch.Tensor]] = {}
+
+        def keep(outputs: dict[str, torch.Tensor]) -> None:
+            for layer, output in outputs.items():
+                seen.setdefault(layer, []).append(output.reshape(-1, output.shape[-1]).float())
+
+        with capture_layers(module, layers, keep) as names:
+            self._embed(wave)
+        return {layer: torch.cat(seen[layer]) for layer in names if layer in seen}
 
     def embed_clip(self, wave: Any, sr: int, *, name: str = "audio") -> torch.Tensor:
         """One (dim,) vector per clip: the mean of its frame embeddings."""

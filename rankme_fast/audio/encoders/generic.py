@@ -13,6 +13,7 @@ import torch
 from rankme_fast.audio.encoders.encoder import AudioEncoder, FrameEmbeddings, count_parameters, frame_times
 from rankme_fast.audio.features import MelConfig, MelSpectrogram
 from rankme_fast.audio.waves import SAMPLE_RATE
+from rankme_fast.integrations.layers import LayerSpec, choose
 
 
 class LogMelEncoder(AudioEncoder):
@@ -72,6 +73,47 @@ class ModuleEncoder(AudioEncoder):
         values = self._frames(wave)
         return FrameEmbeddings(values, frame_times(len(values), 1.0 / self.frame_rate, 0.5 / self.frame_rate))
 
+    def layer_module(self) -> torch.nn.Module | None:
+        hookable = isinstance(self.model, torch.nn.Module) and not isinstance(self.model, torch.jit.ScriptModule)
+        return self.model if hookable else None
+
+    def layer_names(self, layers: LayerSpec = "all") -> list[str]:
+        if self.layer_module() is not None:
+            return super().layer_names(layers)
+        return choose(self._output_names(np.zeros(self.sample_rate, dtype=np.float32)), layers, what=self.name)
+
+    def _embed_layers(self, wave: np.ndarray, layers: LayerSpec) -> dict[str, torch.Tensor]:
+        """Hooks on a module; a TorchScript module or callable instead returns its layers'
+        outputs, a tuple or list of tensors: output.0, output.1, …"""
+        if self.layer_module() is not None:
+            return super()._embed_layers(wave, layers)
+        outputs = self._outputs(wave)
+        names = [f"output.{i}" for i in range(len(outputs))]
+        chosen = choose(names, layers, what=self.name)
+        return {name: _as_frames(outputs[names.index(name)], self.name) for name in chosen}
+
+    def _outputs(self, wave: np.ndarray) -> list[torch.Tensor]:
+        out = self.model(torch.from_numpy(wave)[None])
+        if not isinstance(out, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in out):
+            raise ValueError(f"{self.name}: a TorchScript module or callable shows its layers by returning a tuple or "
+                             "list of tensors, one per layer; it returned "
+                             f"{type(out).__name__}")  # fmt: skip
+        return list(out)
+
+    def _output_names(self, wave: np.ndarray) -> list[str]:
+        with torch.inference_mode():
+            return [f"output.{i}" for i in range(len(self._outputs(wave)))]
+
+
+def _as_frames(output: torch.Tensor, name: str) -> torch.Tensor:
+    """A layer's output as (frames, D) float32: (1, frames, D) or (frames, D)."""
+    out = output.detach().float().cpu()
+    if out.ndim == 3 and out.shape[0] == 1:
+        out = out[0]
+    if out.ndim != 2:
+        raise ValueError(f"{name}: a layer's output must be (frames, D) or (1, frames, D), got {tuple(out.shape)}")
+    return out
+
 
 class HuggingFaceEncoder(AudioEncoder):
     """A `transformers` audio model (wav2vec2, HuBERT, WavLM, Whisper encoder, AST, …) from a
@@ -105,3 +147,13 @@ class HuggingFaceEncoder(AudioEncoder):
     def _embed(self, wave: np.ndarray) -> FrameEmbeddings:
         values = self._hidden(wave)
         return FrameEmbeddings(values, frame_times(len(values), 1.0 / self.frame_rate, 0.5 / self.frame_rate))
+
+    def layer_names(self, layers: LayerSpec = "all") -> list[str]:
+        """hidden_states.0 (the input embedding) to hidden_states.L (the last layer)."""
+        count = self.model.config.num_hidden_layers + 1
+        return choose([f"hidden_states.{i}" for i in range(count)], layers, what=self.name)
+
+    def _embed_layers(self, wave: np.ndarray, layers: LayerSpec) -> dict[str, torch.Tensor]:
+        inputs = self.extractor(wave, sampling_rate=self.sample_rate, return_tensors="pt")
+        hidden = self.model(**inputs, output_hidden_states=True).hidden_states
+        return {name: hidden[int(name.rsplit(".", 1)[1])][0].float() for name in self.layer_names(layers)}
