@@ -30,7 +30,7 @@ def _fit(args: argparse.Namespace) -> int:
 def _study(args: argparse.Namespace) -> int:
     from rankme_fast.study import run_study
 
-    run_study(args.preset, args.out, ladder=not args.no_ladder, bootstrap=args.bootstrap)
+    run_study(args.preset, args.out, ladder=not args.no_ladder, bootstrap=args.bootstrap, layers=args.layers)
     return 0
 
 
@@ -74,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     study.add_argument("--out", default="study", help="directory for report.md, runs.csv, fits.json, plots")
     study.add_argument("--no-ladder", action="store_true", help="skip the pretrained-model ladder")
     study.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the CIs")
+    study.add_argument("--layers", action="store_true",
+                       help="also score every layer of the depth sweep's and the ladder's encoders (RankMe and "
+                       "probe per layer; layers.json, layers.png)")  # fmt: skip
     study.set_defaults(run=_study)
     from rankme_fast.scoring.score_command import add_parser as add_score_parser
 

@@ -14,6 +14,7 @@ import scipy
 import torch
 
 import rankme_fast
+from rankme_fast.study.layerwise import run_layerwise
 from rankme_fast.study.presets import StudyPreset, get_preset
 from rankme_fast.study.runner import StudyData, run_all
 from rankme_fast.study.study_fits import analyse
@@ -36,9 +37,11 @@ def run_study(
     ladder: bool = True,
     bootstrap: int = 200,
     verbose: bool = True,
+    layers: bool = False,
 ) -> StudyResult:
     """Run the preset's study into `out` (runs already finished there are read back, not
-    redone), fit the laws and write report.md, runs.csv, fits.json and the plots."""
+    redone), fit the laws and write report.md, runs.csv, fits.json and the plots; with `layers`,
+    also every layer of the depth sweep's and the ladder's encoders (layers.json, layers.png)."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,6 +61,7 @@ def run_study(
         f"{data.pool.seconds:.0f} s of pre-training audio"
     )
     records = run_all(preset, data, out, ladder=ladder, say=say)
+    layerwise = run_layerwise(preset, records, data.benchmark, out, say) if layers else None
     tasks = list(data.benchmark.tasks)
     fits = analyse(records, preset, tasks, bootstrap=bootstrap)
     meta = {
@@ -71,7 +75,7 @@ def run_study(
         "synthesizers": data.benchmark.synthesizers,
         "pool_seconds": data.pool.seconds,
     }
-    paths = write_report(records, fits, preset, tasks, out, meta)
+    paths = write_report(records, fits, preset, tasks, out, meta, layerwise)
     say(f"report: {paths['report.md']}")
     return StudyResult(records, fits, paths)
 

@@ -401,10 +401,54 @@ def _training(preset: StudyPreset) -> str:
     )
 
 
+def plot_layers(layerwise: dict[str, Any], path: Path) -> None:
+    """Clip RankMe (solid) and mean probe accuracy (dotted, right axis) against depth, a panel
+    per model."""
+    models = list(layerwise.items())
+    columns = min(4, len(models))
+    rows = -(-len(models) // columns)
+    figure, axes = _figure(3.0 * columns, 2.6 * rows, len(models), rows)
+    for ax, (key, result) in zip(axes, models, strict=True):
+        depth = [layer["depth"] for layer in result["layers"]]
+        ax.plot(depth, [layer["clip_rankme"] for layer in result["layers"]], "o-", color="C0", ms=3)
+        accuracy = ax.twinx()
+        accuracy.plot(depth, [layer["mean_accuracy"] for layer in result["layers"]], "s:", color="C1", ms=3)
+        rho = f"  ρ={result['spearman']:.2f}" if "spearman" in result else ""
+        ax.set_title(key.removeprefix("pretrained-") + rho, fontsize=8)
+        ax.set_xlabel("layer", fontsize=8)
+        ax.set_ylabel("clip RankMe", fontsize=8, color="C0")
+        accuracy.set_ylabel("mean accuracy", fontsize=8, color="C1")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def _layers_section(layerwise: dict[str, Any]) -> list[str]:
+    md = ["", "## Layer by layer", "", "![layers](layers.png)", "",
+          "Every layer of the depth sweep's trained encoders and of the ladder's encoders with inner layers, from "
+          "one pass over the benchmark (clip RankMe of each layer's clip means; linear probes on them, mean over "
+          "tasks). ρ: Spearman across the model's layers of clip RankMe against mean accuracy (exact p for up to "
+          "9 layers). \"Lost\": mean accuracy of the best-probing layer minus that of the highest-RankMe layer.", "",
+          "| model | layers | ρ (p) | best by RankMe | best by probe | lost | last layer's accuracy |",
+          "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for key, result in layerwise.items():
+        rho = f"{result['spearman']:.2f} ({result['spearman_p']:.2g})" if "spearman" in result else "—"
+        lost, last = result["accuracy_lost_picking_by_rankme"], result["accuracy_of_last_layer"]
+        md.append(f"| {key.removeprefix('pretrained-')} | {len(result['layers'])} | {rho} | "
+                  f"{result['best_layer_by_rankme']} | {result['best_layer_by_probe']} | {lost:.3f} | {last:.3f} |")
+    same = sum(result["same_layer"] for result in layerwise.values())
+    lost = [result["accuracy_lost_picking_by_rankme"] for result in layerwise.values()]
+    md += ["", f"The layer of highest RankMe was the best-probing layer for {same} of {len(layerwise)} models; "
+           f"picking the layer by RankMe lost {np.median(lost):.3f} mean accuracy at the median (at most "
+           f"{max(lost):.3f})."]  # fmt: skip
+    return md
+
+
 def write_report(
-    records: list[dict], fits: dict, preset: StudyPreset, tasks: list[str], out: Path, meta: dict[str, Any]
+    records: list[dict], fits: dict, preset: StudyPreset, tasks: list[str], out: Path, meta: dict[str, Any],
+    layerwise: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """runs.csv, fits.json, the figures and report.md."""
+    """runs.csv, fits.json, the figures and report.md (and layers.json, layers.png with
+    `layerwise`)."""
     names = ("runs.csv", "fits.json", "loss_vs_n.png", "loss_curves.png", "compute.png", "quality_vs_rankme.png",
              "rankme_vs_variables.png", "report.md")  # fmt: skip
     curves = any(r.get("validation_curve") for r in records)  # runs of a fixed step count have none
@@ -417,6 +461,10 @@ def write_report(
     plot_compute(records, fits, preset, paths["compute.png"])
     plot_quality(records, fits, preset, paths["quality_vs_rankme.png"])
     plot_sweeps(fits, paths["rankme_vs_variables.png"])
+    if layerwise:
+        paths["layers.json"], paths["layers.png"] = out / "layers.json", out / "layers.png"
+        paths["layers.json"].write_text(json.dumps(layerwise, indent=1, default=float) + "\n")
+        plot_layers(layerwise, paths["layers.png"])
 
     md = [
         f"# RankMe scaling study — preset `{preset.name}`",
@@ -487,6 +535,7 @@ def write_report(
                "A difference whose interval holds 0 is within noise: its sign is not established. Intervals rest "
                "on the clips at hand: where they are fewer than 2·D (marked capped), they are conservative.",
                "", *noise_table]  # fmt: skip
+    md += _layers_section(layerwise) if layerwise else []
     md += ["", "## RankMe vs each variable", "", "![RankMe vs variables](rankme_vs_variables.png)", "",
            "## Runs", "",
            "| run | N | D (s) | held-out loss | best step / run (stop) | epochs | wall s | RankMe clip | RankMe frame "

