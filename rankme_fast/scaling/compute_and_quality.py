@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
 
 from rankme_fast.scaling.fitting import Fit, fit
+from rankme_fast.scaling.ranks import kendall, spearman
 
 
 def compute_optimal(result: Fit, compute: float) -> dict[str, float]:
@@ -58,7 +59,4 @@ def rankme_law(rankme: Any, quality: Any, *, offset: bool = False, **options: An
     with Spearman and Kendall rank correlations and their p-values. `options` go to `fit`."""
     rankme, quality = np.asarray(rankme, dtype=np.float64), np.asarray(quality, dtype=np.float64)
     result = fit("increasing_power_offset" if offset else "increasing_power", rankme, quality, **options)
-    spearman = stats.spearmanr(rankme, quality)
-    kendall = stats.kendalltau(rankme, quality)
-    return RankMeLaw(result, float(spearman.statistic), float(spearman.pvalue), float(kendall.statistic),
-                     float(kendall.pvalue))  # fmt: skip
+    return RankMeLaw(result, *spearman(rankme, quality), *kendall(rankme, quality))

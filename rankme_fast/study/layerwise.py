@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
 from rankme_fast.audio import Benchmark, probe
 from rankme_fast.audio.encoders import AudioEncoder, available_encoders, load_encoder
 from rankme_fast.audio.encoders.registry import LADDER_OPTIONS
 from rankme_fast.audio.models import AudioModel, EncoderConfig, ModelEncoder
 from rankme_fast.integrations.layers import LayerStates
+from rankme_fast.scaling.ranks import spearman
 from rankme_fast.study.presets import StudyPreset
 from rankme_fast.study.study_fits import sweep_rows
 
@@ -65,9 +65,8 @@ def summarise(layers: list[dict[str, Any]]) -> dict[str, Any]:
         "accuracy_of_last_layer": accuracy[-1],
     }
     if len(layers) >= 3 and len(set(rankme)) > 1 and len(set(accuracy)) > 1:
-        method = stats.PermutationMethod() if len(layers) <= 9 else None  # exact for few layers
-        rho = stats.spearmanr(rankme, accuracy) if method is None else stats.spearmanr(rankme, accuracy, method=method)
-        summary |= {"spearman": float(rho.statistic), "spearman_p": float(rho.pvalue)}
+        rho, p = spearman(rankme, accuracy)  # exact p for up to 8 layers
+        summary |= {"spearman": rho, "spearman_p": p}
     return summary
 
 

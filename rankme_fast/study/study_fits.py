@@ -10,10 +10,10 @@ import warnings
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from rankme_fast.scaling import fit, rankme_law
 from rankme_fast.scaling.nested import unification_test
+from rankme_fast.scaling.ranks import spearman
 from rankme_fast.study.presets import SWEEPS, StudyPreset
 from rankme_fast.study.study_noise import noise_calls
 
@@ -120,8 +120,8 @@ def compute_frontier(records: list[dict], preset: StudyPreset) -> dict[str, Any]
     if len(rows) >= 3:
         compute = [r["compute"] for r in rows]
         for column in ("held_out_loss", "clip_rankme", "mean_accuracy"):
-            rho = stats.spearmanr(compute, [r[column] for r in rows])
-            out[f"spearman_{column}"] = {"rho": float(rho.statistic), "p": float(rho.pvalue)}
+            rho, p = spearman(compute, [r[column] for r in rows])
+            out[f"spearman_{column}"] = {"rho": rho, "p": p}
     return out
 
 
@@ -209,8 +209,8 @@ def sweep_correlations(records: list[dict], preset: StudyPreset) -> dict[str, An
         }
         numeric = all(isinstance(v, (int, float)) for v in entry["values"])
         if numeric and len(rows) >= 3:
-            rho = stats.spearmanr(entry["values"], entry["clip_rankme"])
-            entry.update(spearman_rankme=float(rho.statistic), spearman_rankme_p=float(rho.pvalue))
+            rho, p = spearman(entry["values"], entry["clip_rankme"])
+            entry.update(spearman_rankme=rho, spearman_rankme_p=p)
         out[variable] = entry
     return out
 

@@ -427,7 +427,7 @@ def _layers_section(layerwise: dict[str, Any]) -> list[str]:
           "Every layer of the depth sweep's trained encoders and of the ladder's encoders with inner layers, from "
           "one pass over the benchmark (clip RankMe of each layer's clip means; linear probes on them, mean over "
           "tasks). ρ: Spearman across the model's layers of clip RankMe against mean accuracy (exact p for up to "
-          "9 layers). \"Lost\": mean accuracy of the best-probing layer minus that of the highest-RankMe layer.", "",
+          "8 layers). \"Lost\": mean accuracy of the best-probing layer minus that of the highest-RankMe layer.", "",
           "| model | layers | ρ (p) | best by RankMe | best by probe | lost | last layer's accuracy |",
           "|---|---|---|---|---|---|---|"]  # fmt: skip
     for key, result in layerwise.items():
