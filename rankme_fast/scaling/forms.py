@@ -80,6 +80,27 @@ def _increasing_offset_starts(x: np.ndarray, y: np.ndarray) -> Iterator[np.ndarr
                 yield np.append(start, c)
 
 
+def _rising_to(p: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return p[0] - p[1] * x ** -p[2]
+
+
+def _rising_to_starts(x: np.ndarray, y: np.ndarray) -> Iterator[np.ndarray]:
+    for ceiling in (1.001, 1.01, 1.05, 1.2, 2.0):
+        a = ceiling * y.max()
+        for start in _power_starts(x, a - y):
+            yield np.concatenate([[a], start])
+
+
+def _log_linear(p: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return p[0] + p[1] * np.log(x)
+
+
+def _log_linear_starts(x: np.ndarray, y: np.ndarray) -> Iterator[np.ndarray]:
+    slope, intercept = np.polyfit(np.log(x), y, 1)
+    yield np.array([intercept, slope])
+    yield np.array([y.mean(), 0.0])
+
+
 def _droppo(p: np.ndarray, x: np.ndarray) -> np.ndarray:
     n_c, d_c, alpha_n, alpha_d, floor = p
     n, d = x[:, 0], x[:, 1]
@@ -146,6 +167,10 @@ FORMS: dict[str, Form] = {
              "Agrawal et al. 2022 (α-ReQ) and Garrido et al. 2023 (RankMe): quality grows with rank"),
         Form("increasing_power_offset", ("a", "b", "c"), "y = a·x^b + c", 1, (True, True, False),
              _increasing_offset, _increasing_offset_starts, "increasing_power with an offset c (any sign)"),
+        Form("rising_to", ("a", "b", "c"), "y = a − b·x^(−c)", 1, (True, True, True), _rising_to,
+             _rising_to_starts, "quality saturating towards a ceiling a as the rank grows"),
+        Form("log_linear", ("a", "b"), "y = a + b·ln x", 1, (False, False), _log_linear, _log_linear_starts,
+             "quality linear in log RankMe"),
         Form("droppo", ("N_c", "D_c", "alpha_N", "alpha_D", "L_inf"),
              "L = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D + L_∞", 2, (True,) * 5, _droppo, _droppo_starts,
              "Droppo & Elibol 2021, Scaling laws for acoustic models (Kaplan et al. 2020 plus L_∞)"),

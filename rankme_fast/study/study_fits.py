@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from rankme_fast.scaling import fit, rankme_law
+from rankme_fast.scaling import forms as fit_forms
 from rankme_fast.scaling.nested import unification_test
 from rankme_fast.scaling.ranks import spearman
 from rankme_fast.study.presets import SWEEPS, StudyPreset
@@ -215,6 +216,57 @@ def sweep_correlations(records: list[dict], preset: StudyPreset) -> dict[str, An
     return out
 
 
+QUALITY_FORMS = ("increasing_power", "log_linear", "rising_to")
+
+
+def quality_forms(records: list[dict]) -> dict[str, Any]:
+    """Mean accuracy against clip RankMe in three forms side by side, per family: a power law,
+    linear in log RankMe, and rising to a ceiling (a − b·RankMe^−c); AIC, R² (log), the error
+    predicting the largest-RankMe run from the others, and the leave-one-out error."""
+    out: dict[str, Any] = {}
+    for family in sorted({r["family"] for r in records}):
+        rows = [r for r in records if r["family"] == family]
+        x = np.array([r["clip_rankme"] for r in rows], dtype=np.float64)
+        y = np.array([r["mean_accuracy"] for r in rows], dtype=np.float64)
+        for name in QUALITY_FORMS:
+            parameters = len(fit_forms.get(name).parameters)
+            if len(rows) < parameters + 2 or np.ptp(x) == 0:
+                continue
+            whole = _tried(f"{name} fit", fit, name, x, y, bootstrap=0)
+            if "error" in whole:
+                out[f"{family}/{name}"] = whole
+                continue
+            errors = []
+            for left in range(len(rows)):  # leave one out: fit the others, predict it
+                keep = np.arange(len(rows)) != left
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        part = fit(name, x[keep], y[keep], bootstrap=0, extrapolate=False)
+                except (ValueError, np.linalg.LinAlgError):
+                    continue
+                errors.append(abs(float(part.predict(x[left : left + 1])[0]) - y[left]) / y[left])
+            out[f"{family}/{name}"] = {
+                "formula": whole["formula"], "params": whole["params"], "aic": whole["aic"], "r2_log": whole["r2_log"],
+                "points": len(rows), "largest_held_out_error": (whole.get("extrapolation") or {}).get("relative_error"),
+                "leave_one_out_error": float(np.mean(errors)) if errors else None,
+            }  # fmt: skip
+    return out
+
+
+def ranking(records: list[dict], preset: StudyPreset) -> dict[str, Any]:
+    """Over the (N, D) grid, how well clip RankMe and the pre-training loss each rank mean
+    accuracy (Spearman ρ; the loss enters negated, so higher is better for both)."""
+    rows = grid_rows(records, preset)
+    if len(rows) < 3:
+        return {}
+    accuracy = [r["mean_accuracy"] for r in rows]
+    by_rankme = spearman([r["clip_rankme"] for r in rows], accuracy)
+    by_loss = spearman([-r["held_out_loss"] for r in rows], accuracy)
+    return {"points": len(rows), "rankme": {"rho": by_rankme[0], "p": by_rankme[1]},
+            "negative_loss": {"rho": by_loss[0], "p": by_loss[1]}}  # fmt: skip
+
+
 def analyse(records: list[dict], preset: StudyPreset, tasks: list[str], bootstrap: int = 200) -> dict[str, Any]:
     """Everything `fits.json` holds."""
     droppo = loss_law(records, preset, bootstrap)
@@ -226,6 +278,8 @@ def analyse(records: list[dict], preset: StudyPreset, tasks: list[str], bootstra
         "loss_law_comparison": law_comparison({"droppo": droppo, "kaplan": kaplan}),
         "compute": compute_frontier(records, preset),
         "quality_laws": quality_laws(records, tasks, bootstrap),
+        "quality_forms": quality_forms(records),
+        "ranking": ranking(records, preset),
         "sweeps": sweep_correlations(records, preset),
         "unification": unification(records, tasks),
         "noise": noise_calls(records, {v: rows for v, (_, rows) in variable_rows(records, preset).items()}),

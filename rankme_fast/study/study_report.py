@@ -310,9 +310,41 @@ def findings(fits: dict, tasks: list[str], records: list[dict] | None = None) ->
                 f"positive) for {', '.join(held) or 'no task'}; it did **not** for "
                 f"{', '.join(failed) or 'any other task'}."
             )
+    lines += _ranking_findings(fits.get("ranking", {}), fits.get("quality_forms", {}))
     lines += _unification_findings(fits.get("unification", {}))
     lines += _noise_findings(fits.get("noise", {}))
     return lines
+
+
+def _ranking_findings(ranking: dict, forms: dict) -> list[str]:
+    """RankMe against the pre-training loss as rankers of accuracy, and the best quality form."""
+    lines = []
+    if ranking:
+        r, loss = ranking["rankme"], ranking["negative_loss"]
+        lines.append(f"Over the grid ({ranking['points']} runs), clip RankMe ranks mean accuracy with "
+                     f"ρ = {r['rho']:.2f} (p = {r['p']:.2g}); the pre-training loss (lower is better) with "
+                     f"ρ = {loss['rho']:.2f} (p = {loss['p']:.2g}).")  # fmt: skip
+    for family in ("trained", "pretrained"):
+        fitted = {key.split("/")[1]: f for key, f in forms.items() if key.startswith(f"{family}/") and "aic" in f}
+        if len(fitted) < 2:
+            continue
+        best = min(fitted, key=lambda name: fitted[name]["aic"])
+        others = ", ".join(f"{name} {f['aic']:.1f}" for name, f in fitted.items() if name != best)
+        lines.append(f"{family.capitalize()} models, mean accuracy against clip RankMe: the best form by AIC is {best} "
+                     f"({fitted[best]['formula']}, AIC {fitted[best]['aic']:.1f}; {others}).")  # fmt: skip
+    return lines
+
+
+def _forms_table(forms: dict) -> list[str]:
+    md = ["| family | form | AIC | R² (log) | largest-RankMe held-out error | leave-one-out error |",
+          "|---|---|---|---|---|---|"]  # fmt: skip
+    for key, f in forms.items():
+        if "aic" not in f:
+            continue
+        family, name = key.split("/")
+        md.append(f"| {family} | {name}: {f['formula']} | {f['aic']:.1f} | {f['r2_log']:.3f} | "
+                  f"{_percent(f['largest_held_out_error'])} | {_percent(f['leave_one_out_error'])} |")  # fmt: skip
+    return md if len(md) > 2 else []
 
 
 def _noise_findings(noise: dict) -> list[str]:
@@ -516,6 +548,11 @@ def write_report(
             f"| {family} | {task} | {law['points']} | {_quality_b(law)} | {law['r2_log']:.3f} | "
             f"{law['spearman']:.2f} ({law['spearman_p']:.2g}) | {law['kendall']:.2f} |"
         )
+    forms_table = _forms_table(fits.get("quality_forms", {}))
+    if forms_table:
+        md += ["", "Mean accuracy against clip RankMe in three forms (least squares on log accuracy, no bootstrap): "
+               "AIC, and relative errors predicting the largest-RankMe run from the others and each run from the "
+               "rest (leave one out).", "", *forms_table]  # fmt: skip
     unification = fits.get("unification", {})
     if unification.get("tasks"):
         md += ["", "## Does RankMe unify the variables?", "",

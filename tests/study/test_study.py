@@ -229,7 +229,9 @@ def test_micro_study_writes_the_report_and_resumes_without_redoing_runs(bench_ca
     trained = [r for r in rows if r["family"] == "trained"]
     assert len(trained) == 5 and [r["family"] for r in rows].count("pretrained") == 1  # 2×2 grid + conv, log-mel
     fits = json.loads((out / "fits.json").read_text())
-    assert {"loss_law", "quality_laws", "sweeps"} <= set(fits)
+    assert {"loss_law", "quality_laws", "sweeps", "quality_forms", "ranking", "noise"} <= set(fits)
+    assert {"trained/increasing_power", "trained/rising_to", "trained/log_linear"} <= set(fits["quality_forms"])
+    assert -1 <= fits["ranking"]["rankme"]["rho"] <= 1 and fits["ranking"]["points"] == 4
     assert {"trained/clip_rankme/mean", "trained/clip_rankme/digit"} <= set(fits["quality_laws"])
     report = (out / "report.md").read_text()
     assert "![quality vs RankMe](quality_vs_rankme.png)" in report and "## Findings" in report
