@@ -109,6 +109,40 @@ PYBIND11_MODULE(_C, m) {
       py::arg("kernel") = static_cast<int>(RF_KERNEL_AUTO),
       "Add the lower triangle of (Z - shift)^T (Z - shift) into a row-major float64 gram.");
 
+  m.attr("ROUTE_UNSET") = RF_ROUTE_UNSET;
+  m.attr("ROUTE_BLAS") = RF_ROUTE_BLAS;
+  m.def(
+      "syrk_update_with",
+      [](uintptr_t data, int32_t dtype, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride,
+         uintptr_t gram, uintptr_t shift, bool fast, int route) {
+        const rf_matrix_view view = make_view(data, dtype, rows, cols, row_stride, col_stride);
+        char err[512] = {0};
+        int status;
+        {
+          py::gil_scoped_release release;
+          status = rf_cpu_syrk_update_with(&view, reinterpret_cast<const double*>(shift),
+                                           reinterpret_cast<double*>(gram), fast ? RF_FAST : RF_EXACT, route, err,
+                                           sizeof err);
+        }
+        check(status, err);
+      },
+      py::arg("data"), py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"),
+      py::arg("col_stride"), py::arg("gram"), py::arg("shift"), py::arg("fast"), py::arg("route"),
+      "syrk_update through one route: a variant index, ROUTE_BLAS, or ROUTE_UNSET (the default).");
+  m.def("width_class", &rf_cpu_width_class, py::arg("cols"), "The width class of a Gram of `cols` columns (0-3).");
+  m.def(
+      "set_route",
+      [](int32_t dtype, bool fast, int width_class, int route) {
+        if (rf_cpu_set_route(dtype, fast ? RF_FAST : RF_EXACT, width_class, route) != 0)
+          throw py::value_error("bad dtype, width class or route (a variant that cannot run here, or no BLAS)");
+      },
+      py::arg("dtype"), py::arg("fast"), py::arg("width_class"), py::arg("route"),
+      "Make RF_KERNEL_AUTO run `route` for this (dtype, precision, width class).");
+  m.def(
+      "route", [](int32_t dtype, bool fast, int64_t cols) { return rf_cpu_route(dtype, fast ? RF_FAST : RF_EXACT, cols); },
+      py::arg("dtype"), py::arg("fast"), py::arg("cols"), "The route RF_KERNEL_AUTO runs for these inputs.");
+  m.def("cpu_isa_index", &rf_cpu_isa_index_in_use, "Index of the instruction-set variant in use.");
+
   m.def(
       "count_nonfinite_rows",
       [](uintptr_t data, int32_t dtype, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {

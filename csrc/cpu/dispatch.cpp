@@ -157,6 +157,24 @@ void syrk_tiled_update(const rf_matrix_view& z, const double* shift, double* gra
   current().update(z, shift, gram, precision);
 }
 
+void syrk_tiled_update_variant(int index, const rf_matrix_view& z, const double* shift, double* gram,
+                               int32_t precision) {
+  kVariants[index].update(z, shift, gram, precision);
+}
+
+namespace {
+constexpr int kDtypes = 4, kPrecisions = 2, kWidthClasses = 4;
+std::atomic<int> routes[kDtypes][kPrecisions][kWidthClasses];  // zero-initialised: set at first use below
+std::atomic<bool> routes_ready{false};
+
+void reset_routes() {
+  for (auto& per_dtype : routes)
+    for (auto& per_precision : per_dtype)
+      for (auto& route : per_precision) route.store(RF_ROUTE_UNSET, std::memory_order_relaxed);
+  routes_ready.store(true, std::memory_order_release);
+}
+}  // namespace
+
 const char* tiled_simd() { return current().simd(); }
 
 }  // namespace rankme_fast
@@ -178,6 +196,8 @@ int rf_cpu_isa_runs_here(int index) {
 
 const char* rf_cpu_isa(void) { return rankme_fast::current().name; }
 
+int rf_cpu_isa_index_in_use(void) { return static_cast<int>(&rankme_fast::current() - kVariants); }
+
 int rf_cpu_select_isa(const char* name, char* err, size_t err_len) {
   for (int i = 0; i < kVariantCount; ++i) {
     if (std::strcmp(kVariants[i].name, name) != 0) continue;
@@ -198,6 +218,26 @@ int rf_cpu_select_isa(const char* name, char* err, size_t err_len) {
 double rf_cpu_isa_peak_gflops(int index, int32_t kind, double seconds) {
   if (!rf_cpu_isa_runs_here(index)) return -1.0;
   return kVariants[index].peak(kind, seconds);
+}
+
+int rf_cpu_width_class(int64_t cols) { return cols <= 64 ? 0 : cols <= 256 ? 1 : cols <= 1024 ? 2 : 3; }
+
+int rf_cpu_set_route(int32_t dtype, int32_t precision, int width_class, int route) {
+  if (dtype < 0 || dtype >= rankme_fast::kDtypes || precision < 0 || precision >= rankme_fast::kPrecisions ||
+      width_class < 0 || width_class >= rankme_fast::kWidthClasses)
+    return 1;
+  if (route != RF_ROUTE_UNSET && route != RF_ROUTE_BLAS && !rf_cpu_isa_runs_here(route)) return 1;
+  if (route == RF_ROUTE_BLAS && !rf_cpu_has_blas()) return 1;
+  if (!rankme_fast::routes_ready.load(std::memory_order_acquire)) rankme_fast::reset_routes();
+  rankme_fast::routes[dtype][precision][width_class].store(route, std::memory_order_release);
+  return 0;
+}
+
+int rf_cpu_route(int32_t dtype, int32_t precision, int64_t cols) {
+  if (!rankme_fast::routes_ready.load(std::memory_order_acquire)) return RF_ROUTE_UNSET;
+  if (dtype < 0 || dtype >= rankme_fast::kDtypes || precision < 0 || precision >= rankme_fast::kPrecisions)
+    return RF_ROUTE_UNSET;
+  return rankme_fast::routes[dtype][precision][rf_cpu_width_class(cols)].load(std::memory_order_acquire);
 }
 
 }  // extern "C"

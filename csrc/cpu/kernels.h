@@ -12,6 +12,9 @@ void syrk_blas_update(const rf_matrix_view& z, const double* shift, double* gram
 bool blas_available();
 const char* tiled_simd();
 const char* blas_name();
+// Run the tiled kernel of variant `index` (a valid index that can run here).
+void syrk_tiled_update_variant(int index, const rf_matrix_view& z, const double* shift, double* gram,
+                               int32_t precision);
 
 // One namespace per compiled variant of syrk_tiled.cpp (CMakeLists.txt lists them).
 #define RF_DECLARE_TILED_VARIANT(ns)                                                                  \

@@ -23,19 +23,30 @@ extern "C" {
 
 int rf_cpu_syrk_update(const rf_matrix_view* z, const double* shift, double* gram, int32_t precision,
                        int32_t kernel, char* err, size_t err_len) {
+  if (kernel < RF_KERNEL_AUTO || kernel > RF_KERNEL_TILED) return fail(err, err_len, "unknown kernel code");
+  if (!valid_view(z)) return fail(err, err_len, "invalid matrix view (null data, empty shape or unknown dtype)");
+  const int route = kernel == RF_KERNEL_AUTO ? rf_cpu_route(z->dtype, precision, z->cols)
+                    : kernel == RF_KERNEL_BLAS ? RF_ROUTE_BLAS
+                                               : rf_cpu_isa_index_in_use();
+  return rf_cpu_syrk_update_with(z, shift, gram, precision, route, err, err_len);
+}
+
+int rf_cpu_syrk_update_with(const rf_matrix_view* z, const double* shift, double* gram, int32_t precision,
+                            int route, char* err, size_t err_len) {
   if (!valid_view(z)) return fail(err, err_len, "invalid matrix view (null data, empty shape or unknown dtype)");
   if (!gram) return fail(err, err_len, "gram pointer is null");
   if (precision != RF_EXACT && precision != RF_FAST) return fail(err, err_len, "unknown precision code");
-  if (kernel == RF_KERNEL_BLAS && !blas_available())
+  if (route == RF_ROUTE_BLAS && !blas_available())
     return fail(err, err_len, "kernel 'blas' requested but rankme_fast._C was built without a BLAS");
-  if (kernel < RF_KERNEL_AUTO || kernel > RF_KERNEL_TILED) return fail(err, err_len, "unknown kernel code");
+  if (route != RF_ROUTE_UNSET && route != RF_ROUTE_BLAS && !rf_cpu_isa_runs_here(route))
+    return fail(err, err_len, "that instruction-set variant cannot run on this CPU");
   const rf_matrix_view v = rows_ascending(*z);
   try {
-    if (kernel == RF_KERNEL_AUTO) kernel = rf_cpu_auto_kernel();
-    if (kernel == RF_KERNEL_BLAS)
+    if (route == RF_ROUTE_UNSET) route = rf_cpu_auto_kernel() == RF_KERNEL_BLAS ? RF_ROUTE_BLAS : rf_cpu_isa_index_in_use();
+    if (route == RF_ROUTE_BLAS)
       syrk_blas_update(v, shift, gram, precision);
     else
-      syrk_tiled_update(v, shift, gram, precision);
+      syrk_tiled_update_variant(route, v, shift, gram, precision);
   } catch (const std::bad_alloc&) {
     return fail(err, err_len, "out of memory allocating the packing buffer");
   }

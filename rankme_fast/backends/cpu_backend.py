@@ -12,7 +12,7 @@ import torch
 
 from rankme_fast._inputs import KernelInput
 from rankme_fast._native import native, native_error
-from rankme_fast.backends import self_check
+from rankme_fast.backends import cpu_dispatch, self_check
 
 _KERNELS = ("auto", "blas", "tiled")
 
@@ -27,6 +27,7 @@ class CpuBackend:
             raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
         self.kernel = kernel
         self.name = "cpu" if kernel == "auto" else f"cpu-{kernel}"  # its registry name
+        self._last_route: cpu_dispatch.Route | None = None
 
     def unavailable_reason(self, matrix: KernelInput | None, precision: str) -> str | None:
         if native is None:
@@ -38,7 +39,10 @@ class CpuBackend:
         return None
 
     def kernel_in_use(self) -> str:
-        """'blas', or 'tiled-<instruction set>' (e.g. 'tiled-avx512bf16')."""
+        """'blas', or 'tiled-<instruction set>' (e.g. 'tiled-avx512bf16'): for kernel "auto" the
+        route of the last update (cpu_dispatch), else what the features choose."""
+        if self.kernel == "auto" and self._last_route is not None:
+            return self._last_route.kernel
         kernel = native.auto_kernel() if self.kernel == "auto" else self.kernel
         return "blas" if kernel == "blas" else f"tiled-{native.cpu_isa()}"
 
@@ -49,6 +53,8 @@ class CpuBackend:
         if shift is not None:
             shift = shift.to("cpu", torch.float64).contiguous()
             shift_ptr = shift.data_ptr()
+        if self.kernel == "auto":
+            self._last_route = cpu_dispatch.route_for(matrix.dtype, precision, matrix.cols)  # measured on first use
         native.syrk_update(*_view(matrix), gram.data_ptr(), shift_ptr, precision == "fast", _kernel_code(self.kernel))
 
     def column_mean(self, matrix: KernelInput) -> torch.Tensor:
@@ -89,6 +95,8 @@ def cpu_info() -> dict[str, Any]:
         "in_use": native.cpu_isa(),
         "auto_kernel": native.auto_kernel(),
         "blas": native.blas,
+        "dispatch": "measured" if cpu_dispatch.measuring() else "by features",
+        "routes": cpu_dispatch.routes(),
     }
 
 
@@ -97,11 +105,13 @@ def instruction_set(name: str) -> Iterator[None]:
     """Run the tiled kernel's `name` variant inside the block (tests, benchmarks); ValueError
     if it cannot run on this CPU. The environment variable RANKME_FAST_CPU_ISA does the same
     for a whole process."""
-    previous = native.cpu_isa()
+    previous, measured = native.cpu_isa(), cpu_dispatch.measuring()
     native.select_cpu_isa(name)
+    cpu_dispatch.set_measuring(False)  # the variant chosen by hand runs everywhere inside
     self_check.kernels_changed()
     try:
         yield
     finally:
         native.select_cpu_isa(previous)
+        cpu_dispatch.set_measuring(measured)
         self_check.kernels_changed()

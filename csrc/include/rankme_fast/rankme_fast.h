@@ -52,11 +52,25 @@ int rf_cpu_isa_count(void);
 const char* rf_cpu_isa_name(int index);
 int rf_cpu_isa_runs_here(int index);
 const char* rf_cpu_isa(void);
+int rf_cpu_isa_index_in_use(void);
 int rf_cpu_select_isa(const char* name, char* err, size_t err_len);
 // GFLOP/s of variant `index` on independent multiply-add chains in every OpenMP thread for about
 // `seconds`: kind 0 float64 FMA, 1 float32 FMA, 2 bfloat16 dot product; 0 when the variant has
 // no such instruction, -1 when it cannot run here.
 double rf_cpu_isa_peak_gflops(int index, int32_t kind, double seconds);
+
+// Routes measured at run time (rankme_fast/backends/cpu_dispatch.py): which kernel RF_KERNEL_AUTO
+// runs for a (dtype, precision, width class), width classes cols <= 64, <= 256, <= 1024, above.
+// A route is a variant index (rf_cpu_isa_name), RF_ROUTE_BLAS, or RF_ROUTE_UNSET (the default:
+// the variant in use, as rf_cpu_auto_kernel says). rf_cpu_syrk_update_with runs one route as
+// given (RF_ROUTE_UNSET: the default), for measuring the candidates.
+#define RF_ROUTE_UNSET (-1)
+#define RF_ROUTE_BLAS (-2)
+int rf_cpu_width_class(int64_t cols);
+int rf_cpu_set_route(int32_t dtype, int32_t precision, int width_class, int route);
+int rf_cpu_route(int32_t dtype, int32_t precision, int64_t cols);
+int rf_cpu_syrk_update_with(const rf_matrix_view* z, const double* shift, double* gram, int32_t precision,
+                            int route, char* err, size_t err_len);
 
 // CUDA runtime status: number of visible devices, or a nonzero code and the CUDA message.
 int rf_cuda_compiled(void);

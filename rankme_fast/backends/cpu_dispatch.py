@@ -1,0 +1,208 @@
+"""Dispatch by measured speed: at the first fast-mode CPU update of a (dtype, width class), every
+kernel that can run here — each vectorised instruction-set variant of the tiled kernel, and
+BLAS when built in — adds the same probe block into a float64 state; a candidate whose sum is
+off is dropped, and the fastest of the rest is routed to (rf_cpu_set_route), so no CPU keeps a
+fast path slower than another available one (a bfloat16 kernel slower than the float32 one on
+the same numbers, say). The feature-based default keeps the route unless another candidate's
+median is faster by more than MARGIN (timings on a busy machine wobble), and the measurement
+stops after BUDGET seconds with what it has.
+
+Exact mode keeps the feature-based choice: its results are then the same bit for bit in every
+process on a machine (a resumed job equals an uninterrupted one), and the tiled exact kernel
+is the fastest exact path on every CPU measured (bench/README.md).
+
+Width classes: D ≤ 64, ≤ 256, ≤ 1024, above (rf_cpu_width_class); the probe has the class's
+typical width and enough rows for a few milliseconds of work. `RANKME_FAST_CPU_DISPATCH=features`
+turns the measurement off (the feature-based choice everywhere), and so does choosing an
+instruction set by hand (RANKME_FAST_CPU_ISA, `cpu_backend.instruction_set`): that one runs."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rankme_fast._native import native
+
+MARGIN = 0.15  # another kernel's median must be this much faster than the default's to take its place
+PROBE_WIDTH = (64, 256, 768, 1536)  # per width class
+PROBE_MULTIPLY_ADDS = 2e8  # of one probe update (lower triangle): a few ms at tens of GF/s
+PROBE_MIN_ROWS = 512
+ROUNDS = 5  # the candidates take turns, so a stall on a busy machine hits one round of each
+BUDGET = 0.5  # seconds of measuring per (dtype, width class) at most
+TOLERANCE = {"exact": 1e-12, "fast": 1e-4}  # |error| / max |reference| over the triangle, as the self-check
+DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16}
+
+
+@dataclass
+class Route:
+    """What runs for one (dtype, precision, width class), and why."""
+
+    kernel: str  # "blas" or "tiled-<variant>"
+    code: int  # the route code rf_cpu_syrk_update_with takes
+    default: str
+    seconds: dict[str, float] = field(default_factory=dict)  # candidate -> median probe time
+    rejected: dict[str, str] = field(default_factory=dict)  # candidate -> why it was not kept
+
+    @property
+    def why(self) -> str:
+        if not self.seconds:
+            return "the feature-based default (not measured: exact mode, or measurement off)"
+        timings = ", ".join(f"{name} {1e3 * t:.2f} ms" for name, t in sorted(self.seconds.items(), key=lambda x: x[1]))
+        kept = "the default, no other kernel faster by more than 15 %" if self.kernel == self.default else "fastest"
+        return f"{kept}: {timings}"
+
+
+_routes: dict[tuple[str, str, int], Route] = {}
+_lock = threading.Lock()
+_measuring = os.environ.get("RANKME_FAST_CPU_DISPATCH", "measure") != "features" and not os.environ.get(
+    "RANKME_FAST_CPU_ISA"
+)
+
+
+def measuring() -> bool:
+    """Whether routes are measured (else the instruction set in use runs everywhere)."""
+    return _measuring
+
+
+def set_measuring(on: bool) -> None:
+    """Measure routes (on) or run the instruction set in use everywhere (off); drops the routes
+    measured so far either way."""
+    global _measuring
+    forget()
+    _measuring = on
+
+
+def route_for(dtype: str, precision: str, cols: int) -> Route:
+    """The route of this (dtype, precision, width class), measured on first call."""
+    key = (dtype, precision, int(native.width_class(cols)))
+    found = _routes.get(key)
+    if found is None:
+        with _lock:
+            found = _routes.get(key)
+            if found is None:
+                found = _measure(*key)
+                native.set_route(_dtype_code(dtype), precision == "fast", key[2], found.code)
+                _routes[key] = found
+    return found
+
+
+def routes() -> dict[str, dict[str, object]]:
+    """Every route measured so far in this process: kernel, default and why (for cpu_info)."""
+    return {f"{d}/{p}/{_class_name(c)}": {"kernel": r.kernel, "default": r.default, "why": r.why}
+            for (d, p, c), r in _routes.items()}  # fmt: skip
+
+
+def forget() -> None:
+    """Drop every measured route (the instruction set in use changed)."""
+    with _lock:
+        for dtype, precision, width_class in _routes:
+            native.set_route(_dtype_code(dtype), precision == "fast", width_class, native.ROUTE_UNSET)
+        _routes.clear()
+
+
+def _class_name(width_class: int) -> str:
+    return ("D<=64", "D<=256", "D<=1024", "D>1024")[width_class]
+
+
+def _dtype_code(dtype: str) -> int:
+    return int(getattr(native, f"DTYPE_{dtype.upper()}"))
+
+
+def _candidates() -> dict[str, int]:
+    """Kernel name -> route code of every kernel that can run here (the SSE2 baseline only where
+    nothing vectorised runs: it never beats AVX2)."""
+    found = {f"tiled-{name}": index for index, (name, runs) in enumerate(native.cpu_isa_variants().items()) if runs}
+    if len(found) > 1:
+        found.pop("tiled-baseline", None)
+    if native.blas is not None:
+        found["blas"] = int(native.ROUTE_BLAS)
+    return found
+
+
+def _default(candidates: dict[str, int]) -> str:
+    if native.auto_kernel() == "blas" and "blas" in candidates:
+        return "blas"
+    return f"tiled-{native.cpu_isa()}"
+
+
+def _measure(dtype: str, precision: str, width_class: int) -> Route:
+    candidates = _candidates()
+    default = _default(candidates)
+    if not _measuring or precision != "fast" or len(candidates) == 1:
+        return Route(default, int(native.ROUTE_UNSET), default)
+    started = time.perf_counter()
+    cols = PROBE_WIDTH[width_class]
+    rows = max(PROBE_MIN_ROWS, int(PROBE_MULTIPLY_ADDS / (cols * (cols + 1) / 2)))
+    probe = _probe_rows(dtype, rows, cols)
+    reference = _reference(probe)
+    rejected = {}
+    gram = np.zeros((cols, cols), dtype=np.float64)
+    for name, code in candidates.items():  # each candidate's sum checked (and its code warmed up)
+        gram[:] = 0.0
+        _run(probe, dtype, precision, code, gram)
+        error = _relative_error(np.tril(gram), reference)
+        if not error <= TOLERANCE[precision]:
+            rejected[name] = f"off by {error:.2g} of the largest entry"
+    passed = {name: code for name, code in candidates.items() if name not in rejected}
+    times: dict[str, list[float]] = {name: [] for name in passed}
+    for _ in range(ROUNDS):
+        if time.perf_counter() - started > BUDGET and all(times.values()):
+            break  # over budget: decide on the rounds done
+        for name, code in passed.items():
+            times[name].append(_timed(probe, dtype, precision, code, gram))
+    seconds = {name: float(np.median(values)) for name, values in times.items()}
+    keep = pick(seconds, default)
+    return Route(keep, int(candidates[keep]) if keep != default else int(native.ROUTE_UNSET), default, seconds,
+                 rejected)  # fmt: skip
+
+
+def pick(seconds: dict[str, float], default: str) -> str:
+    """The kernel to keep: the fastest, unless the default (when it passed) is within MARGIN of it."""
+    if not seconds:
+        return default
+    fastest = min(seconds, key=seconds.__getitem__)
+    return default if default in seconds and seconds[default] <= (1 + MARGIN) * seconds[fastest] else fastest
+
+
+def _probe_rows(dtype: str, rows: int, cols: int) -> np.ndarray | object:
+    """Random rows of `dtype` (bfloat16 through torch, which numpy lacks), seeded."""
+    values = np.random.default_rng(width_seed(cols)).standard_normal((rows, cols)).astype(np.float32)
+    if dtype == "bfloat16":
+        import torch
+
+        return torch.from_numpy(values).to(torch.bfloat16)
+    return values.astype(DTYPES[dtype])
+
+
+def width_seed(cols: int) -> int:
+    return 1000 + cols
+
+
+def _reference(probe: object) -> np.ndarray:
+    rows = np.asarray(probe.float().numpy() if hasattr(probe, "float") else probe, dtype=np.float64)
+    return np.tril(rows.T @ rows)
+
+
+def _address(probe: object) -> int:
+    return probe.data_ptr() if hasattr(probe, "data_ptr") else probe.ctypes.data
+
+
+def _run(probe: object, dtype: str, precision: str, code: int, gram: np.ndarray) -> None:
+    """Add the probe's Gram into `gram` through route `code`."""
+    rows, cols = probe.shape
+    native.syrk_update_with(_address(probe), _dtype_code(dtype), rows, cols, cols, 1, gram.ctypes.data, 0,
+                            precision == "fast", code)  # fmt: skip
+
+
+def _timed(probe: object, dtype: str, precision: str, code: int, gram: np.ndarray) -> float:
+    started = time.perf_counter()
+    _run(probe, dtype, precision, code, gram)
+    return time.perf_counter() - started
+
+
+def _relative_error(got: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.max(np.abs(got - reference)) / max(np.max(np.abs(reference)), 1e-300))
