@@ -90,7 +90,8 @@ def run_layerwise(
     read back from out/layers/<id>.json when done before."""
     (out / "layers").mkdir(parents=True, exist_ok=True)
     found: dict[str, Any] = {}
-    candidates: list[tuple[str, Any]] = [(r["id"], r) for r in sweep_rows(records, preset, "depth")]
+    depths = sorted(sweep_rows(records, preset, "depth"), key=lambda r: r["depth"])
+    candidates: list[tuple[str, Any]] = [(r["id"], r) for r in depths]
     candidates += [(f"pretrained-{name}", name) for name in preset.ladder if available_encoders().get(name) is None]
     for key, what in candidates:
         path = out / "layers" / f"{key}.json"

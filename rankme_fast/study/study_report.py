@@ -446,7 +446,8 @@ def plot_layers(layerwise: dict[str, Any], path: Path) -> None:
         accuracy = ax.twinx()
         accuracy.plot(depth, [layer["mean_accuracy"] for layer in result["layers"]], "s:", color="C1", ms=3)
         rho = f"  ρ={result['spearman']:.2f}" if "spearman" in result else ""
-        ax.set_title(key.removeprefix("pretrained-") + rho, fontsize=8)
+        label = key.removeprefix("pretrained-") if result["family"] == "pretrained" else f"trained, {len(depth)} blocks"
+        ax.set_title(label + rho, fontsize=8)
         ax.set_xlabel("layer", fontsize=8)
         ax.set_ylabel("clip RankMe", fontsize=8, color="C0")
         accuracy.set_ylabel("mean accuracy", fontsize=8, color="C1")

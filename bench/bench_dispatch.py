@@ -1,0 +1,78 @@
+"""Fast-mode dispatch by measured speed against the feature-based choice: for each input dtype
+and width class, the route the measurement picks (with its probe timings) and the update time
+of N rows through it and through the feature-based default, interleaved rounds, medians.
+Ratios ≥ 1 mean the measured route is no slower; exact mode is not measured (it keeps the
+feature-based choice).
+
+    python bench/bench_dispatch.py                 # -> bench/results/dispatch-<date>.json
+    python bench/bench_dispatch.py --rows 8192 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from bench_cpu import cpu_model
+
+from rankme_fast._native import native
+from rankme_fast.backends import cpu_dispatch
+from rankme_fast.backends.cpu_backend import cpu_info
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WIDTHS = (64, 256, 768, 1536)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def timed(z: torch.Tensor, dtype: str, route: int) -> float:
+    """One fast-mode update of z through `route` (a route code; ROUTE_UNSET: the feature-based one)."""
+    rows, cols = z.shape
+    gram = torch.zeros(cols, cols, dtype=torch.float64)
+    code = int(getattr(native, f"DTYPE_{dtype.upper()}"))
+    started = time.perf_counter()
+    native.syrk_update_with(z.data_ptr(), code, rows, cols, cols, 1, gram.data_ptr(), 0, True, route)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=16384)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS / f"dispatch-{dt.date.today().isoformat()}.json")
+    args = parser.parse_args()
+    cases = []
+    for name, dtype in DTYPES.items():
+        for width in WIDTHS:
+            z = torch.randn(args.rows, width, generator=torch.Generator().manual_seed(width)).to(dtype)
+            route = cpu_dispatch.route_for(name, "fast", width)
+            measured, default = [], []
+            for _ in range(args.rounds + 1):  # the first round warms both up and is dropped
+                measured.append(timed(z, name, route.code))
+                default.append(timed(z, name, int(native.ROUTE_UNSET)))
+            measured, default = measured[1:], default[1:]
+            row = {"dtype": name, "width": width, "rows": args.rows, "route": route.kernel, "default": route.default,
+                   "why": route.why, "probe_seconds": route.seconds, "rejected": route.rejected,
+                   "measured_seconds": statistics.median(measured),
+                   "default_seconds": statistics.median(default)}  # fmt: skip
+            row["default_over_measured"] = row["default_seconds"] / row["measured_seconds"]
+            cases.append(row)
+            print(f"{name:9s} D={width:5d}  route {route.kernel:18s} default {route.default:18s} "
+                  f"default/measured {row['default_over_measured']:.2f}", flush=True)
+    result = {"benchmark": "bench/bench_dispatch.py",
+              "command": f"python bench/bench_dispatch.py --rows {args.rows} --rounds {args.rounds}",
+              "date": dt.date.today().isoformat(),
+              "machine": {"cpu": cpu_model(), "platform": platform.platform(), "threads": torch.get_num_threads(),
+                          "features": cpu_info()["features"], "in_use": cpu_info()["in_use"]},
+              "cases": cases}  # fmt: skip
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
