@@ -564,6 +564,10 @@ def write_report(
                "Numbers enter on a log scale, depth as is.", ""]  # fmt: skip
         md += _unification_table(unification)
     noise_table = _noise_table(fits.get("noise", {}))
+    without = [r for r in records if not r.get("clip_rankme_left_out")]
+    if without:
+        noise_table += ["", f"{len(without)} of {len(records)} runs were evaluated before the block values were "
+                        "recorded (their embeddings are not kept): their differences are not called here."]  # fmt: skip
     if noise_table:
         md += ["", "## Which RankMe differences are beyond noise", "",
                "Each run's clip RankMe has a delete-one-block jackknife interval (10 blocks, clip i in block i mod "
