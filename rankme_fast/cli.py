@@ -30,7 +30,9 @@ def _fit(args: argparse.Namespace) -> int:
 def _study(args: argparse.Namespace) -> int:
     from rankme_fast.study import run_study
 
-    run_study(args.preset, args.out, ladder=not args.no_ladder, bootstrap=args.bootstrap, layers=args.layers)
+    seeds = tuple(int(s) for s in args.noise_seeds.split(",") if s.strip()) if args.noise_seeds else ()
+    run_study(args.preset, args.out, ladder=not args.no_ladder, bootstrap=args.bootstrap, layers=args.layers,
+              noise_seeds=seeds)  # fmt: skip
     return 0
 
 
@@ -77,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     study.add_argument("--layers", action="store_true",
                        help="also score every layer of the depth sweep's and the ladder's encoders (RankMe and "
                        "probe per layer; layers.json, layers.png)")  # fmt: skip
+    study.add_argument("--noise-seeds", metavar="S,S",
+                       help="also repeat the grid's corner cells and every sweep run with these training seeds, and "
+                       "score untrained encoders (the noise floor; out/noise/)")  # fmt: skip
     study.set_defaults(run=_study)
     from rankme_fast.scoring.score_command import add_parser as add_score_parser
 

@@ -15,6 +15,7 @@ import torch
 
 import rankme_fast
 from rankme_fast.study.layerwise import run_layerwise
+from rankme_fast.study.noise_floor import run_noise, seed_spread
 from rankme_fast.study.presets import StudyPreset, get_preset
 from rankme_fast.study.runner import StudyData, run_all
 from rankme_fast.study.study_fits import analyse
@@ -38,10 +39,13 @@ def run_study(
     bootstrap: int = 200,
     verbose: bool = True,
     layers: bool = False,
+    noise_seeds: tuple[int, ...] = (),
 ) -> StudyResult:
     """Run the preset's study into `out` (runs already finished there are read back, not
     redone), fit the laws and write report.md, runs.csv, fits.json and the plots; with `layers`,
-    also every layer of the depth sweep's and the ladder's encoders (layers.json, layers.png)."""
+    also every layer of the depth sweep's and the ladder's encoders (layers.json, layers.png);
+    with `noise_seeds`, the corner cells and sweep runs again with those training seeds and the
+    untrained encoders (the noise floor, out/noise/)."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,8 +66,11 @@ def run_study(
     )
     records = run_all(preset, data, out, ladder=ladder, say=say)
     layerwise = run_layerwise(preset, records, data.benchmark, out, say) if layers else None
+    replicates = run_noise(preset, data, out, noise_seeds, say) if noise_seeds else []
     tasks = list(data.benchmark.tasks)
     fits = analyse(records, preset, tasks, bootstrap=bootstrap)
+    if replicates:
+        fits["noise_floor"] = seed_spread(records, replicates)
     meta = {
         "runs": sum(r["family"] == "trained" for r in records),
         "pretrained": sum(r["family"] == "pretrained" for r in records),

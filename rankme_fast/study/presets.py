@@ -85,6 +85,18 @@ class StudyPreset:
                 specs.setdefault(spec.id, spec)
         return list(specs.values())
 
+    def noise_runs(self, seeds: tuple[int, ...]) -> list[RunSpec]:
+        """The runs repeated with other training seeds to measure the noise floor: the grid's
+        corner cells (its three largest widths × its three largest amounts of data) and every
+        sweep run, each with each of `seeds`."""
+        widths, seconds = sorted(self.widths)[-3:], sorted(self.data_seconds)[-3:]
+        grid = {RunSpec(dataclasses.replace(self.base, width=w), self.training, d).id
+                for w in self.widths for d in self.data_seconds}  # fmt: skip
+        corner = lambda s: s.encoder.width in widths and s.data_seconds in seconds  # noqa: E731
+        chosen = [s for s in self.runs() if s.id not in grid or corner(s)]
+        return [RunSpec(s.encoder, dataclasses.replace(s.training, seed=seed), s.data_seconds)
+                for seed in seeds for s in chosen]  # fmt: skip
+
 
 
 # The one-variable sweeps and the ladder of the presets evaluated on the "small" set. CREPE

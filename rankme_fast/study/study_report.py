@@ -455,6 +455,30 @@ def plot_layers(layerwise: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def _noise_floor_section(floor: dict) -> list[str]:
+    """Mean ± SD over training seeds per repeated configuration, and the untrained encoders."""
+    if not floor.get("cells") and not floor.get("untrained"):
+        return []
+    md = ["", "## Noise floor: training seeds", ""]
+    if floor.get("cells"):
+        sd = floor["median_sd"]
+        md += [f"Configurations repeated with other training seeds (the grid's corner cells and the sweep runs): "
+               f"mean ± standard deviation over the seeds. Median SD: held-out loss {sd['held_out_loss']:.4f}, clip "
+               f"RankMe {sd['clip_rankme']:.2f}, mean accuracy {sd['mean_accuracy']:.4f}. A difference between two "
+               "runs smaller than about twice these is within the noise of training itself.", "",
+               "| configuration | seeds | held-out loss | clip RankMe | mean accuracy |",
+               "|---|---|---|---|---|"]  # fmt: skip
+        for config, cell in floor["cells"].items():
+            measures = ("held_out_loss", "clip_rankme", "mean_accuracy")
+            cells = " | ".join(f"{cell[m]['mean']:.4g} ± {cell[m]['sd']:.2g}" for m in measures)
+            md.append(f"| {config} | {', '.join(map(str, cell['seeds']))} | {cells} |")
+    if floor.get("untrained"):
+        md += ["", "Untrained encoders (initial weights, seed 0): "
+               + "; ".join(f"width {u['width']}: clip RankMe {u['clip_rankme']:.1f}, mean accuracy "
+                           f"{u['mean_accuracy']:.3f}" for u in floor["untrained"]) + "."]  # fmt: skip
+    return md
+
+
 def _layers_section(layerwise: dict[str, Any]) -> list[str]:
     md = ["", "## Layer by layer", "", "![layers](layers.png)", "",
           "Every layer of the depth sweep's trained encoders and of the ladder's encoders with inner layers, from "
@@ -578,6 +602,7 @@ def write_report(
                "on the clips at hand: where they are fewer than 2·D (marked capped), they are conservative.",
                "", *noise_table]  # fmt: skip
     md += _layers_section(layerwise) if layerwise else []
+    md += _noise_floor_section(fits.get("noise_floor", {}))
     md += ["", "## RankMe vs each variable", "", "![RankMe vs variables](rankme_vs_variables.png)", "",
            "## Runs", "",
            "| run | N | D (s) | held-out loss | best step / run (stop) | epochs | wall s | RankMe clip | RankMe frame "

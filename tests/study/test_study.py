@@ -255,3 +255,10 @@ def test_micro_study_writes_the_report_and_resumes_without_redoing_runs(bench_ca
     depth_runs = [key for key, result in layers.items() if result["family"] == "trained"]
     assert depth_runs and all(len(layers[key]["layers"]) >= 1 for key in depth_runs)  # log-mel has none: skipped
     assert "## Layer by layer" in (out / "report.md").read_text() and (out / "layers.png").stat().st_size > 0
+
+    monkeypatch.undo()  # the seed replicates train
+    assert cli.main(["study", "--preset", "micro", "--out", str(out), "--bootstrap", "20", "--noise-seeds", "1"]) == 0
+    floor = json.loads((out / "fits.json").read_text())["noise_floor"]
+    assert floor["cells"] and all(cell["seeds"] == [0, 1] for cell in floor["cells"].values())
+    assert {u["width"] for u in floor["untrained"]} == {8, 16}
+    assert "## Noise floor: training seeds" in (out / "report.md").read_text()

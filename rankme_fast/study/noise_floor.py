@@ -1,0 +1,87 @@
+"""The study's noise floor: runs repeated with other training seeds (the grid's corner cells and
+every sweep run), and untrained encoders of each width, so that a difference the report
+interprets can be set against the spread that training seeds alone produce. Each run is one
+JSON file under `out/noise/runs/` (a study started again reads it back; an interrupted
+pre-training resumes from `out/noise/checkpoints/`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rankme_fast.audio.models import AudioModel, ModelEncoder
+from rankme_fast.study.presets import StudyPreset
+from rankme_fast.study.runner import StudyData, evaluate, run_training
+
+MEASURES = ("held_out_loss", "clip_rankme", "mean_accuracy")
+
+
+def run_noise(
+    preset: StudyPreset, data: StudyData, out: Path, seeds: tuple[int, ...], say: Any = print
+) -> list[dict[str, Any]]:
+    """The seed replicates (seed order first, so every cell gets its first replicate early) and
+    the untrained encoders; finished ones are read back."""
+    folder = out / "noise"
+    records = [_untrained(width, preset, data, folder, say) for width in preset.widths]
+    specs = preset.noise_runs(seeds)
+    for index, spec in enumerate(specs, 1):
+        done = (folder / "runs" / f"{spec.id}.json").exists()
+        started = time.perf_counter()
+        record = run_training(spec, data, folder)
+        say(f"[noise {index:2d}/{len(specs)}] {spec.id:66s} loss {record['held_out_loss']:.4f} "
+            f"RankMe {record['clip_rankme']:6.1f} acc {record['mean_accuracy']:.3f}"
+            + (" (done before)" if done else f" {time.perf_counter() - started:5.0f} s"))  # fmt: skip
+        records.append(record)
+    return records
+
+
+def _untrained(width: int, preset: StudyPreset, data: StudyData, folder: Path, say: Any) -> dict[str, Any]:
+    """The base model at `width` with its initial weights (seed 0), normalised on the pool."""
+    path = folder / "runs" / f"untrained-w{width}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    config = dataclasses.replace(preset.base, width=width)
+    torch.manual_seed(0)
+    model = AudioModel(config)
+    model.set_normalisation(data.pool.frames)
+    name = f"untrained-w{width}"
+    record = {"id": name, "family": "untrained", "name": name, "width": width, "n_params": model.n_params,
+              **evaluate(ModelEncoder(model, name=name), data.benchmark)}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, default=float) + "\n")
+    say(f"[noise] untrained width {width:4d}: RankMe {record['clip_rankme']:6.1f} acc {record['mean_accuracy']:.3f}")
+    return record
+
+
+def seed_spread(records: list[dict[str, Any]], replicates: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per configuration with ≥ 2 seeds: each measure's mean and standard deviation over the
+    seeds (seed 0 from the main runs), and the median SD over configurations."""
+    by_config: dict[str, list[dict[str, Any]]] = {}
+    for record in [*records, *replicates]:
+        if record.get("family") != "trained":
+            continue
+        by_config.setdefault(_without_seed(record["id"]), []).append(record)
+    cells = {}
+    for config, runs in by_config.items():
+        if len(runs) < 2:
+            continue
+        cells[config] = {"seeds": sorted(int(r["training"]["seed"]) for r in runs)} | {
+            measure: {"mean": float(np.mean([r[measure] for r in runs])),
+                      "sd": float(np.std([r[measure] for r in runs], ddof=1))}
+            for measure in MEASURES
+        }  # fmt: skip
+    summary = {measure: float(np.median([c[measure]["sd"] for c in cells.values()])) for measure in MEASURES}
+    untrained = [r for r in replicates if r.get("family") == "untrained"]
+    return {"cells": cells, "median_sd": summary if cells else {},
+            "untrained": [{k: r[k] for k in ("width", "clip_rankme", "mean_accuracy")} for r in untrained]}  # fmt: skip
+
+
+def _without_seed(run_id: str) -> str:
+    return run_id.rsplit("-seed", 1)[0]
+
