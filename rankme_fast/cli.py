@@ -32,7 +32,7 @@ def _study(args: argparse.Namespace) -> int:
 
     seeds = tuple(int(s) for s in args.noise_seeds.split(",") if s.strip()) if args.noise_seeds else ()
     run_study(args.preset, args.out, ladder=not args.no_ladder, bootstrap=args.bootstrap, layers=args.layers,
-              noise_seeds=seeds)  # fmt: skip
+              noise_seeds=seeds, noise_minutes=args.noise_minutes)  # fmt: skip
     return 0
 
 
@@ -82,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     study.add_argument("--noise-seeds", metavar="S,S",
                        help="also repeat the grid's corner cells and every sweep run with these training seeds, and "
                        "score untrained encoders (the noise floor; out/noise/)")  # fmt: skip
+    study.add_argument("--noise-minutes", type=float, metavar="M",
+                       help="start no new seed replicate after M minutes (0: report those done); resumable")  # fmt: skip
     study.set_defaults(run=_study)
     from rankme_fast.scoring.score_command import add_parser as add_score_parser
 

@@ -23,15 +23,21 @@ MEASURES = ("held_out_loss", "clip_rankme", "mean_accuracy")
 
 
 def run_noise(
-    preset: StudyPreset, data: StudyData, out: Path, seeds: tuple[int, ...], say: Any = print
+    preset: StudyPreset, data: StudyData, out: Path, seeds: tuple[int, ...], say: Any = print,
+    minutes: float | None = None,
 ) -> list[dict[str, Any]]:
     """The seed replicates (seed order first, so every cell gets its first replicate early) and
-    the untrained encoders; finished ones are read back."""
+    the untrained encoders; finished ones are read back. With `minutes`, no new replicate starts
+    after that long: the rest is left for a later call (the report shows what is done)."""
     folder = out / "noise"
+    began = time.perf_counter()
     records = [_untrained(width, preset, data, folder, say) for width in preset.widths]
     specs = preset.noise_runs(seeds)
     for index, spec in enumerate(specs, 1):
         done = (folder / "runs" / f"{spec.id}.json").exists()
+        if not done and minutes is not None and time.perf_counter() - began >= 60 * minutes:
+            say(f"[noise] {len(specs) - index + 1} replicates left for a later call (--noise-minutes {minutes:g})")
+            continue
         started = time.perf_counter()
         record = run_training(spec, data, folder)
         say(f"[noise {index:2d}/{len(specs)}] {spec.id:66s} loss {record['held_out_loss']:.4f} "

@@ -40,12 +40,14 @@ def run_study(
     verbose: bool = True,
     layers: bool = False,
     noise_seeds: tuple[int, ...] = (),
+    noise_minutes: float | None = None,
 ) -> StudyResult:
     """Run the preset's study into `out` (runs already finished there are read back, not
     redone), fit the laws and write report.md, runs.csv, fits.json and the plots; with `layers`,
     also every layer of the depth sweep's and the ladder's encoders (layers.json, layers.png);
     with `noise_seeds`, the corner cells and sweep runs again with those training seeds and the
-    untrained encoders (the noise floor, out/noise/)."""
+    untrained encoders (the noise floor, out/noise/), new replicates starting only within
+    `noise_minutes`."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,7 +68,7 @@ def run_study(
     )
     records = run_all(preset, data, out, ladder=ladder, say=say)
     layerwise = run_layerwise(preset, records, data.benchmark, out, say) if layers else None
-    replicates = run_noise(preset, data, out, noise_seeds, say) if noise_seeds else []
+    replicates = run_noise(preset, data, out, noise_seeds, say, noise_minutes) if noise_seeds else []
     tasks = list(data.benchmark.tasks)
     fits = analyse(records, preset, tasks, bootstrap=bootstrap)
     if replicates:
