@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="also repeat the grid's corner cells and every sweep run with these training seeds, and "
                        "score untrained encoders (the noise floor; out/noise/)")  # fmt: skip
     study.add_argument("--noise-minutes", type=float, metavar="M",
-                       help="start no new seed replicate after M minutes (0: report those done); resumable")  # fmt: skip
+                       help="start no new seed replicate after M minutes (0: report those done)")
     study.set_defaults(run=_study)
     from rankme_fast.scoring.score_command import add_parser as add_score_parser
 
