@@ -73,6 +73,44 @@ def loss_law(records: list[dict], preset: StudyPreset, bootstrap: int = 200, for
     return {**result, "runs": [r["id"] for r in rows]}
 
 
+def outer_cells(records: list[dict], preset: StudyPreset, form: str = "droppo") -> dict[str, Any]:
+    """Fit L(N, D) on the grid's inner cells (all but its largest width and its most data) and
+    predict the outer ones, next to the baseline that copies each outer cell's nearest inner
+    neighbour (one step down in width, in data, or both): the error a law must beat to have
+    said anything about extrapolation."""
+    rows = grid_rows(records, preset)
+    widest, most = max(r["width"] for r in rows), max(r["data_seconds"] for r in rows)
+    inner = [r for r in rows if r["width"] != widest and r["data_seconds"] != most]
+    outer = [r for r in rows if r["width"] == widest or r["data_seconds"] == most]
+    if len(inner) <= 5 or not outer:
+        return {"error": f"{len(inner)} inner cells: too few to fit {form}"}
+    x = np.array([[r["n_params"], r["data_seconds"]] for r in inner], dtype=np.float64)
+    y = np.array([r["held_out_loss"] for r in inner], dtype=np.float64)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            law = fit(form, x, y, bootstrap=0, extrapolate=False)
+    except (ValueError, np.linalg.LinAlgError) as error:
+        return {"error": f"{form} fit on the inner cells: {error}"}
+    widths = sorted({r["width"] for r in rows})
+    seconds = sorted({r["data_seconds"] for r in rows})
+    by_cell = {(r["width"], r["data_seconds"]): r for r in rows}
+    cells = []
+    for r in outer:
+        width, data = r["width"], r["data_seconds"]
+        below = (widths[widths.index(width) - 1] if width == widest else width,
+                 seconds[seconds.index(data) - 1] if data == most else data)  # fmt: skip
+        predicted = float(law.predict(np.array([[r["n_params"], r["data_seconds"]]]))[0])
+        copied = by_cell[below]["held_out_loss"]
+        cells.append({"width": r["width"], "data_seconds": r["data_seconds"], "actual": r["held_out_loss"],
+                      "predicted": predicted, "copied_from": list(below), "copied": copied,
+                      "law_error": abs(predicted - r["held_out_loss"]) / r["held_out_loss"],
+                      "copy_error": abs(copied - r["held_out_loss"]) / r["held_out_loss"]})  # fmt: skip
+    return {"form": form, "inner": len(inner), "outer": len(outer), "cells": cells,
+            "law_error": float(np.mean([c["law_error"] for c in cells])),
+            "copy_error": float(np.mean([c["copy_error"] for c in cells]))}  # fmt: skip
+
+
 def law_comparison(laws: dict[str, dict]) -> dict[str, Any]:
     """Each law's AIC, R² and held-out errors side by side, and the one AIC prefers (Droppo's
     point: whether the irreducible term L_∞ earns its parameter)."""
@@ -276,6 +314,7 @@ def analyse(records: list[dict], preset: StudyPreset, tasks: list[str], bootstra
         "loss_law": droppo,
         "loss_law_kaplan": kaplan,
         "loss_law_comparison": law_comparison({"droppo": droppo, "kaplan": kaplan}),
+        "outer_cells": outer_cells(records, preset),
         "compute": compute_frontier(records, preset),
         "quality_laws": quality_laws(records, tasks, bootstrap),
         "quality_forms": quality_forms(records),

@@ -310,6 +310,13 @@ def findings(fits: dict, tasks: list[str], records: list[dict] | None = None) ->
                 f"positive) for {', '.join(held) or 'no task'}; it did **not** for "
                 f"{', '.join(failed) or 'any other task'}."
             )
+    outer = fits.get("outer_cells", {})
+    if "cells" in outer:
+        lines.append(f"Fitted on the grid's {outer['inner']} inner cells, L(N, D) predicts the {outer['outer']} outer "
+                     f"cells (the largest width and the most data) with {_percent(outer['law_error'])} mean error; "
+                     f"copying each one's nearest inner neighbour gives {_percent(outer['copy_error'])}"
+                     + (": the law extrapolates better than the copy." if outer["law_error"] < outer["copy_error"]
+                        else ": the law does **not** beat the copy."))  # fmt: skip
     lines += _ranking_findings(fits.get("ranking", {}), fits.get("quality_forms", {}))
     lines += _unification_findings(fits.get("unification", {}))
     lines += _noise_findings(fits.get("noise", {}))

@@ -232,6 +232,7 @@ def test_micro_study_writes_the_report_and_resumes_without_redoing_runs(bench_ca
     assert {"loss_law", "quality_laws", "sweeps", "quality_forms", "ranking", "noise"} <= set(fits)
     assert {"trained/increasing_power", "trained/rising_to", "trained/log_linear"} <= set(fits["quality_forms"])
     assert -1 <= fits["ranking"]["rankme"]["rho"] <= 1 and fits["ranking"]["points"] == 4
+    assert "cells" in fits["outer_cells"] or "too few" in fits["outer_cells"]["error"]  # 2×2: one inner cell
     assert {"trained/clip_rankme/mean", "trained/clip_rankme/digit"} <= set(fits["quality_laws"])
     report = (out / "report.md").read_text()
     assert "![quality vs RankMe](quality_vs_rankme.png)" in report and "## Findings" in report
