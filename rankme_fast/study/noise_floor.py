@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,26 @@ def seed_spread(records: list[dict[str, Any]], replicates: list[dict[str, Any]])
     untrained = [r for r in replicates if r.get("family") == "untrained"]
     return {"cells": cells, "median_sd": summary if cells else {},
             "untrained": [{k: r[k] for k in ("width", "clip_rankme", "mean_accuracy")} for r in untrained]}  # fmt: skip
+
+
+def against_seeds(groups: dict[str, list[dict[str, Any]]], floor: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each group's neighbouring runs (in the order given): the difference of each measure and
+    whether it exceeds twice the seed noise of the difference, 2·√(SD_a² + SD_b²), where both
+    configurations were repeated."""
+    calls = []
+    cells = floor.get("cells", {})
+    for group, rows in groups.items():
+        for a, b in pairwise(rows):
+            spread_a, spread_b = cells.get(_without_seed(a["id"])), cells.get(_without_seed(b["id"]))
+            call: dict[str, Any] = {"group": group, "a": a["id"], "b": b["id"]}
+            for measure in MEASURES:
+                difference = b[measure] - a[measure]
+                call[measure] = {"difference": difference}
+                if spread_a and spread_b:
+                    noise = 2 * float(np.hypot(spread_a[measure]["sd"], spread_b[measure]["sd"]))
+                    call[measure] |= {"twice_seed_sd": noise, "beyond": abs(difference) > noise}
+            calls.append(call)
+    return calls
 
 
 def _without_seed(run_id: str) -> str:

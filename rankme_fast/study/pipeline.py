@@ -15,10 +15,10 @@ import torch
 
 import rankme_fast
 from rankme_fast.study.layerwise import run_layerwise
-from rankme_fast.study.noise_floor import run_noise, seed_spread
+from rankme_fast.study.noise_floor import against_seeds, run_noise, seed_spread
 from rankme_fast.study.presets import StudyPreset, get_preset
 from rankme_fast.study.runner import StudyData, run_all
-from rankme_fast.study.study_fits import analyse
+from rankme_fast.study.study_fits import analyse, variable_rows
 from rankme_fast.study.study_report import write_report
 
 
@@ -73,6 +73,8 @@ def run_study(
     fits = analyse(records, preset, tasks, bootstrap=bootstrap)
     if replicates:
         fits["noise_floor"] = seed_spread(records, replicates)
+        groups = {variable: rows for variable, (_, rows) in variable_rows(records, preset).items()}
+        fits["noise_floor"]["neighbours"] = against_seeds(groups, fits["noise_floor"])
     meta = {
         "runs": sum(r["family"] == "trained" for r in records),
         "pretrained": sum(r["family"] == "pretrained" for r in records),

@@ -462,6 +462,9 @@ def plot_layers(layerwise: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+MEASURES = ("held_out_loss", "clip_rankme", "mean_accuracy")
+
+
 def _noise_floor_section(floor: dict) -> list[str]:
     """Mean ± SD over training seeds per repeated configuration, and the untrained encoders."""
     if not floor.get("cells") and not floor.get("untrained"):
@@ -476,9 +479,18 @@ def _noise_floor_section(floor: dict) -> list[str]:
                "| configuration | seeds | held-out loss | clip RankMe | mean accuracy |",
                "|---|---|---|---|---|"]  # fmt: skip
         for config, cell in floor["cells"].items():
-            measures = ("held_out_loss", "clip_rankme", "mean_accuracy")
-            cells = " | ".join(f"{cell[m]['mean']:.4g} ± {cell[m]['sd']:.2g}" for m in measures)
+            cells = " | ".join(f"{cell[m]['mean']:.4g} ± {cell[m]['sd']:.2g}" for m in MEASURES)
             md.append(f"| {config} | {', '.join(map(str, cell['seeds']))} | {cells} |")
+    judged = [c for c in floor.get("neighbours", []) if "beyond" in c["mean_accuracy"]]
+    if judged:
+        md += ["", "Neighbouring runs of each sweep and grid axis where both ends were repeated: the difference "
+               "(b − a) and whether it exceeds twice the seed noise of a difference, 2·√(SD_a² + SD_b²).", "",
+               "| group | a → b | Δ held-out loss | Δ clip RankMe | Δ mean accuracy |",
+               "|---|---|---|---|---|"]  # fmt: skip
+        for call in judged:
+            cells = [f"{call[m]['difference']:+.3g} ({'beyond' if call[m]['beyond'] else '**within**'} "
+                     f"±{call[m]['twice_seed_sd']:.2g})" for m in MEASURES]
+            md.append(f"| {call['group']} | {call['a']} → {call['b']} | " + " | ".join(cells) + " |")
     if floor.get("untrained"):
         md += ["", "Untrained encoders (initial weights, seed 0): "
                + "; ".join(f"width {u['width']}: clip RankMe {u['clip_rankme']:.1f}, mean accuracy "

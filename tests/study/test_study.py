@@ -262,4 +262,5 @@ def test_micro_study_writes_the_report_and_resumes_without_redoing_runs(bench_ca
     floor = json.loads((out / "fits.json").read_text())["noise_floor"]
     assert floor["cells"] and all(cell["seeds"] == [0, 1] for cell in floor["cells"].values())
     assert {u["width"] for u in floor["untrained"]} == {8, 16}
+    assert floor["neighbours"] and all("beyond" in c["mean_accuracy"] for c in floor["neighbours"])
     assert "## Noise floor: training seeds" in (out / "report.md").read_text()
