@@ -188,7 +188,7 @@ def spectra_many(
     batched float64 eigensolve."""
     sequence = list(items.unbind(0) if isinstance(items, torch.Tensor) and items.ndim == 3 else items)
     if not sequence:
-        raise ValueError("rankme_many needs at least one item")
+        raise ValueError("rankme_many and spectra_many need at least one item")
     spectra: list[Spectrum | None] = [None] * len(sequence)
     pending: dict[tuple[int, str, bool], list[tuple[int, GramAccumulator]]] = {}
     for index, item in enumerate(sequence):
