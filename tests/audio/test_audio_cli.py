@@ -192,6 +192,28 @@ def test_torchrun_two_processes_equal_one(tmp_path, corpus):
     assert result["processes"] == 2 and result["clips"] == 41
 
 
+def test_torchrun_two_processes_score_every_layer_as_one(tmp_path, corpus):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not found beside this Python")
+    layered = str(Path(__file__).resolve().parents[1] / "integrations")
+    path = os.pathsep.join([layered, os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    command = _command(corpus, tmp_path / "one.json", "--layers", "all", encoder="layered_model:framed_stack")
+    subprocess.run(command, check=True, capture_output=True, timeout=300, env=env)
+    done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "rankme_fast.cli",
+                           *_command(corpus, tmp_path / "two.json", "--layers", "all",
+                                     encoder="layered_model:framed_stack")[3:]],
+                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text())[0] for n in ("one", "two"))
+    assert [layer["layer"] for layer in two["layers"]] == ["stack.layers.0", "stack.layers.1", "stack.layers.2"]
+    for a, b in zip(one["layers"], two["layers"], strict=True):
+        for state in ("frame", "frame_centered", "clip", "clip_centered"):
+            assert abs(a[f"{state}_rankme"] - b[f"{state}_rankme"]) <= 1e-6 * a[f"{state}_rankme"]
+    assert two["result"]["processes"] == 2
+
+
 def test_labels_give_a_probe_and_a_law_a_prediction_with_its_warning(tmp_path, corpus, capsys):
     labels = corpus.parent / f"{corpus.name}-labels.csv"
     law = Path(__file__).resolve().parents[2] / "bench" / "results" / "study-full" / "fits.json"
