@@ -12,7 +12,7 @@ import torch
 
 from rankme_fast._inputs import KernelInput
 from rankme_fast._native import native, native_error
-from rankme_fast.backends import cpu_dispatch, self_check
+from rankme_fast.backends import cpu_dispatch, mkl_bf16, self_check
 
 _KERNELS = ("auto", "blas", "tiled")
 
@@ -27,7 +27,7 @@ class CpuBackend:
             raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
         self.kernel = kernel
         self.name = "cpu" if kernel == "auto" else f"cpu-{kernel}"  # its registry name
-        self._last_route: cpu_dispatch.Route | None = None
+        self._last_kernel: str | None = None  # what the last update ran, for kernel "auto"
 
     def unavailable_reason(self, matrix: KernelInput | None, precision: str) -> str | None:
         if native is None:
@@ -41,8 +41,8 @@ class CpuBackend:
     def kernel_in_use(self) -> str:
         """'blas', or 'tiled-<instruction set>' (e.g. 'tiled-avx512bf16'): for kernel "auto" the
         route of the last update (cpu_dispatch), else what the features choose."""
-        if self.kernel == "auto" and self._last_route is not None:
-            return self._last_route.kernel
+        if self.kernel == "auto" and self._last_kernel is not None:
+            return self._last_kernel
         kernel = native.auto_kernel() if self.kernel == "auto" else self.kernel
         return "blas" if kernel == "blas" else f"tiled-{native.cpu_isa()}"
 
@@ -54,7 +54,12 @@ class CpuBackend:
             shift = shift.to("cpu", torch.float64).contiguous()
             shift_ptr = shift.data_ptr()
         if self.kernel == "auto":
-            self._last_route = cpu_dispatch.route_for(matrix.dtype, precision, matrix.cols)  # measured on first use
+            route = cpu_dispatch.route_for(matrix.dtype, precision, matrix.cols)  # measured on first use
+            if route.kernel == "mkl" and mkl_bf16.usable(matrix.data, shift):
+                mkl_bf16.add_gram(matrix.data, gram)
+                self._last_kernel = "mkl"
+                return
+            self._last_kernel = route.default if route.kernel == "mkl" else route.kernel
         native.syrk_update(*_view(matrix), gram.data_ptr(), shift_ptr, precision == "fast", _kernel_code(self.kernel))
 
     def column_mean(self, matrix: KernelInput) -> torch.Tensor:

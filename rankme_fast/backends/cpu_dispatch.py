@@ -24,9 +24,12 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from rankme_fast._native import native
+from rankme_fast.backends import mkl_bf16
 
+ROUTE_MKL = -3  # the oneMKL bfloat16 route, taken in cpu_backend (the C table keeps its default)
 MARGIN = 0.15  # another kernel's median must be this much faster than the default's to take its place
 PROBE_WIDTH = (64, 256, 768, 1536)  # per width class
 PROBE_MULTIPLY_ADDS = 2e8  # of one probe update (lower triangle): a few ms at tens of GF/s
@@ -85,7 +88,8 @@ def route_for(dtype: str, precision: str, cols: int) -> Route:
             found = _routes.get(key)
             if found is None:
                 found = _measure(*key)
-                native.set_route(_dtype_code(dtype), precision == "fast", key[2], found.code)
+                native_route = int(native.ROUTE_UNSET) if found.code == ROUTE_MKL else found.code  # mkl: Python-side
+                native.set_route(_dtype_code(dtype), precision == "fast", key[2], native_route)
                 _routes[key] = found
     return found
 
@@ -112,14 +116,17 @@ def _dtype_code(dtype: str) -> int:
     return int(getattr(native, f"DTYPE_{dtype.upper()}"))
 
 
-def _candidates() -> dict[str, int]:
+def _candidates(dtype: str = "float32", precision: str = "exact") -> dict[str, int]:
     """Kernel name -> route code of every kernel that can run here (the SSE2 baseline only where
-    nothing vectorised runs: it never beats AVX2)."""
+    nothing vectorised runs: it never beats AVX2), with oneMKL's bfloat16 product for bfloat16
+    in fast mode where it is installed."""
     found = {f"tiled-{name}": index for index, (name, runs) in enumerate(native.cpu_isa_variants().items()) if runs}
     if len(found) > 1:
         found.pop("tiled-baseline", None)
     if native.blas is not None:
         found["blas"] = int(native.ROUTE_BLAS)
+    if dtype == "bfloat16" and precision == "fast" and mkl_bf16.unavailable_reason() is None:
+        found["mkl"] = ROUTE_MKL
     return found
 
 
@@ -130,7 +137,7 @@ def _default(candidates: dict[str, int]) -> str:
 
 
 def _measure(dtype: str, precision: str, width_class: int) -> Route:
-    candidates = _candidates()
+    candidates = _candidates(dtype, precision)
     default = _default(candidates)
     if not _measuring or precision != "fast" or len(candidates) == 1:
         return Route(default, int(native.ROUTE_UNSET), default)
@@ -172,8 +179,6 @@ def _probe_rows(dtype: str, rows: int, cols: int) -> np.ndarray | object:
     """Random rows of `dtype` (bfloat16 through torch, which numpy lacks), seeded."""
     values = np.random.default_rng(width_seed(cols)).standard_normal((rows, cols)).astype(np.float32)
     if dtype == "bfloat16":
-        import torch
-
         return torch.from_numpy(values).to(torch.bfloat16)
     return values.astype(DTYPES[dtype])
 
@@ -193,6 +198,9 @@ def _address(probe: object) -> int:
 
 def _run(probe: object, dtype: str, precision: str, code: int, gram: np.ndarray) -> None:
     """Add the probe's Gram into `gram` through route `code`."""
+    if code == ROUTE_MKL:
+        mkl_bf16.add_gram(probe, torch.from_numpy(gram))
+        return
     rows, cols = probe.shape
     native.syrk_update_with(_address(probe), _dtype_code(dtype), rows, cols, cols, 1, gram.ctypes.data, 0,
                             precision == "fast", code)  # fmt: skip

@@ -12,10 +12,11 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import rankme_fast as rf
 from rankme_fast._native import native
-from rankme_fast.backends import cpu_dispatch
+from rankme_fast.backends import cpu_dispatch, mkl_bf16
 from rankme_fast.backends.cpu_backend import cpu_info, instruction_set
 
 pytestmark = pytest.mark.skipif(native is None, reason="rankme_fast._C is not built")
@@ -92,3 +93,36 @@ def test_the_environment_can_turn_the_measurement_off():
 def _gram(z: np.ndarray) -> np.ndarray:
     x = z.astype(np.float64)
     return x.T @ x
+
+
+mkl_only = pytest.mark.skipif(
+    native is None or mkl_bf16.unavailable_reason() is not None,
+    reason=f"the oneMKL route: {mkl_bf16.unavailable_reason() if native is not None else 'no _C'}",
+)
+
+
+@mkl_only
+def test_the_mkl_route_adds_the_lower_triangle_of_a_bfloat16_gram():
+    z = torch.randn(mkl_bf16.BLOCK_ROWS + 808, 100, generator=torch.Generator().manual_seed(3)).bfloat16()
+    gram = torch.full((100, 100), 7.0, dtype=torch.float64)
+    mkl_bf16.add_gram(z, gram)
+    reference = z.double().T @ z.double()
+    lower = torch.tril(torch.ones(100, 100, dtype=torch.bool))
+    assert torch.allclose(gram[lower] - 7.0, reference[lower], rtol=1e-5, atol=1e-3)
+    assert torch.equal(gram[~lower], torch.full_like(gram[~lower], 7.0))  # the upper triangle is not touched
+    assert mkl_bf16.usable(z, None) and not mkl_bf16.usable(z, torch.zeros(100))
+    assert not mkl_bf16.usable(z.float(), None) and not mkl_bf16.usable(z[:, ::2], None)
+
+
+@mkl_only
+def test_the_mkl_route_is_measured_and_taken_where_it_is_routed(fresh_routes, monkeypatch):
+    route = cpu_dispatch.route_for("bfloat16", "fast", 200)
+    assert "mkl" in route.seconds  # a candidate, timed like the others
+    cpu_dispatch.set_measuring(True)
+    monkeypatch.setattr(cpu_dispatch, "pick", lambda seconds, default: "mkl")
+    z = torch.randn(3000, 200, generator=torch.Generator().manual_seed(4)).bfloat16()
+    acc = rf.GramAccumulator(precision="fast").update(z)
+    assert acc.last_kernel == "mkl"
+    assert acc.gram().numpy() == pytest.approx((z.double().T @ z.double()).numpy(), rel=1e-4, abs=1e-2)
+    centred = rf.GramAccumulator(precision="fast", centered=True).update(z)  # shifted: the built-in kernel
+    assert centred.last_kernel != "mkl"
