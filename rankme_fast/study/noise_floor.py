@@ -34,10 +34,11 @@ def run_noise(
     began = time.perf_counter()
     records = [_untrained(width, preset, data, folder, say) for width in preset.widths]
     specs = preset.noise_runs(seeds)
+    left = 0
     for index, spec in enumerate(specs, 1):
         done = (folder / "runs" / f"{spec.id}.json").exists()
         if not done and minutes is not None and time.perf_counter() - began >= 60 * minutes:
-            say(f"[noise] {len(specs) - index + 1} replicates left for a later call (--noise-minutes {minutes:g})")
+            left += 1  # left for a later call
             continue
         started = time.perf_counter()
         record = run_training(spec, data, folder)
@@ -45,6 +46,8 @@ def run_noise(
             f"RankMe {record['clip_rankme']:6.1f} acc {record['mean_accuracy']:.3f}"
             + (" (done before)" if done else f" {time.perf_counter() - started:5.0f} s"))  # fmt: skip
         records.append(record)
+    if left:
+        say(f"[noise] {left} replicates left for a later call (--noise-minutes {minutes:g})")
     return records
 
 
