@@ -177,14 +177,10 @@ def pick(seconds: dict[str, float], default: str) -> str:
 
 def _probe_rows(dtype: str, rows: int, cols: int) -> np.ndarray | object:
     """Random rows of `dtype` (bfloat16 through torch, which numpy lacks), seeded."""
-    values = np.random.default_rng(width_seed(cols)).standard_normal((rows, cols)).astype(np.float32)
+    values = np.random.default_rng(1000 + cols).standard_normal((rows, cols)).astype(np.float32)
     if dtype == "bfloat16":
         return torch.from_numpy(values).to(torch.bfloat16)
     return values.astype(DTYPES[dtype])
-
-
-def width_seed(cols: int) -> int:
-    return 1000 + cols
 
 
 def _reference(probe: object) -> np.ndarray:

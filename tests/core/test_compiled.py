@@ -31,6 +31,22 @@ def _model(width: int = 24, dim: int = 16) -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(width, 32), torch.nn.Tanh(), torch.nn.Linear(32, dim))
 
 
+def _step_both(model, inputs, compiled_metric, eager_metric) -> None:
+    """A training step updating the metric, compiled (fullgraph) and eager, on every input; the
+    dynamo counters are cleared first, so they count this compilation."""
+    from torch._dynamo.utils import counters
+
+    def step(x, metric):
+        embeddings = model(x)
+        metric.update(embeddings)
+        return embeddings.square().mean()
+
+    compiled = torch.compile(step, fullgraph=True)
+    counters.clear()
+    for x in inputs:
+        torch.testing.assert_close(compiled(x, compiled_metric), step(x, eager_metric))
+
+
 @pytest.mark.parametrize("centered", [False, True])
 @pytest.mark.parametrize("nonfinite", ["auto", "defer"])
 def test_a_compiled_step_with_the_metric_is_one_graph_and_equals_eager(centered, nonfinite):
@@ -40,16 +56,8 @@ def test_a_compiled_step_with_the_metric_is_one_graph_and_equals_eager(centered,
     compiled_metric = RankMeMetric(16, centered=centered, nonfinite=nonfinite)
     eager_metric = RankMeMetric(16, centered=centered, nonfinite=nonfinite)
 
-    def step(x, metric):
-        embeddings = model(x)
-        metric.update(embeddings)
-        return embeddings.square().mean()
-
-    compiled = torch.compile(step, fullgraph=True)
     inputs = [torch.randn(64, 24) + 3.0 for _ in range(6)]
-    counters.clear()
-    for x in inputs:
-        torch.testing.assert_close(compiled(x, compiled_metric), step(x, eager_metric))
+    _step_both(model, inputs, compiled_metric, eager_metric)
     assert counters["stats"]["unique_graphs"] == 1  # compiled once: no recompilation per step
     assert not counters["graph_break"]
     assert int(compiled_metric.count) == int(eager_metric.count) == 6 * 64
@@ -69,16 +77,7 @@ def test_a_compiled_step_with_block_states_is_one_graph_and_fills_the_blocks_as_
     compiled_metric = RankMeMetric(16, centered=centered, ci=0.95, blocks=4)
     eager_metric = RankMeMetric(16, centered=centered, ci=0.95, blocks=4)
 
-    def step(x, metric):
-        embeddings = model(x)
-        metric.update(embeddings)
-        return embeddings.square().mean()
-
-    compiled = torch.compile(step, fullgraph=True)
-    inputs = [torch.randn(48, 24) + 3.0 for _ in range(7)]
-    counters.clear()
-    for x in inputs:
-        torch.testing.assert_close(compiled(x, compiled_metric), step(x, eager_metric))
+    _step_both(model, [torch.randn(48, 24) + 3.0 for _ in range(7)], compiled_metric, eager_metric)
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
     assert compiled_metric.count.tolist() == eager_metric.count.tolist() == [96, 96, 96, 48]
     assert int(compiled_metric.next_block) == int(eager_metric.next_block) == 3
