@@ -32,7 +32,9 @@ def _study(args: argparse.Namespace) -> int:
 
     seeds = tuple(int(s) for s in args.noise_seeds.split(",") if s.strip()) if args.noise_seeds else ()
     run_study(args.preset, args.out, ladder=not args.no_ladder, bootstrap=args.bootstrap, layers=args.layers,
-              noise_seeds=seeds, noise_minutes=args.noise_minutes)  # fmt: skip
+              noise_seeds=seeds, noise_minutes=args.noise_minutes, trajectory=args.trajectory,
+              trajectory_minutes=args.trajectory_minutes, predict=args.predict,
+              extrapolate=args.extrapolate)  # fmt: skip
     return 0
 
 
@@ -84,6 +86,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "score untrained encoders (the noise floor; out/noise/)")  # fmt: skip
     study.add_argument("--noise-minutes", type=float, metavar="M",
                        help="start no new seed replicate after M minutes (0: report those done)")
+    study.add_argument("--trajectory", action="store_true",
+                       help="also train the grid again with early-stopping audio apart from the probe clips, "
+                       "recording RankMe at every check and probe accuracy at sqrt(2)-spaced checkpoints "
+                       "(choosing checkpoints and models without labels; out/trajectory/)")  # fmt: skip
+    study.add_argument("--trajectory-minutes", type=float, metavar="M",
+                       help="start no new trajectory run after M minutes")
+    study.add_argument("--predict", action="store_true",
+                       help="register the predicted losses of the preset's cells outside the grid "
+                       "(out/extrapolation/predictions.json, written once; commit it before "
+                       "--extrapolate)")  # fmt: skip
+    study.add_argument("--extrapolate", action="store_true",
+                       help="train the registered cells outside the grid (needs --predict's file)")
     study.set_defaults(run=_study)
     from rankme_fast.scoring.score_command import add_parser as add_score_parser
 

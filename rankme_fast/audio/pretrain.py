@@ -18,9 +18,10 @@ import copy
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,8 +122,8 @@ class PretrainResult:
     """The trained model, per-step training losses, the held-out loss, and the scaling
     variables: N (encoder parameters), D (audio seconds and frames), tokens and C ≈ 6·N·tokens
     (of the steps up to the returned model). Trained to convergence, also the validation curve
-    [(step, loss)], the best step, how training stopped ("patience" or "cap") and the epochs
-    of the training audio seen (up to the stop)."""
+    [(step, loss)], what `observe` returned at each check, the best step, how training stopped
+    ("patience" or "cap") and the epochs of the training audio seen (up to the stop)."""
 
     model: AudioModel
     head: nn.Module
@@ -137,6 +138,7 @@ class PretrainResult:
     best_step: int = 0
     stopped_by: str = "steps"
     curve: list[tuple[int, float]] = field(default_factory=list)
+    observations: list[dict[str, Any]] = field(default_factory=list)
     epochs: float = 0.0
 
     @property
@@ -198,6 +200,7 @@ def pretrain(
     validation: FrameCorpus | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 50,
+    observe: Callable[[int, AudioModel], dict[str, Any]] | None = None,
     progress: bool = False,
 ) -> PretrainResult:
     """Pre-train a fresh `AudioModel(config)` on `train` and measure the loss on `held_out`.
@@ -206,7 +209,10 @@ def pretrain(
     decides when to stop, and the best model's loss on `held_out` is the result. With `checkpoint`, the full
     training state (model, head, optimiser, schedule, data RNG, losses, the best model so far)
     is written there atomically every `checkpoint_every` steps and at the end; a run started
-    again with the same path resumes from it and ends bit-identical to an uninterrupted one."""
+    again with the same path resumes from it and ends bit-identical to an uninterrupted one.
+    With `observe`, `observe(step, model)` is called at every validation check (model in eval
+    mode, validation loss already recorded); what it returns is kept, with the checkpoint, in
+    the result's `observations`."""
     if settings.objective == "apc" and not config.causal:
         raise ValueError("APC predicts future frames: it needs EncoderConfig(causal=True)")
     length = window_length(config, settings)
@@ -249,6 +255,7 @@ def pretrain(
         generator.set_state(state["generator"])
         losses = list(state["losses"])
         watch = state.get("watch", watch)
+        watch.observations = getattr(watch, "observations", [])  # a checkpoint written before `observe`
     resumed_from = len(losses)
 
     def save() -> None:
@@ -290,6 +297,8 @@ def pretrain(
         if until_converged and (done % settings.eval_every == 0 or done == settings.steps):
             model.eval()
             watch.check(done, held_out_loss(model, head, validation, settings), model, head, settings)
+            if observe is not None:
+                watch.observations.append({"step": done, "validation_loss": watch.curve[-1][1], **observe(done, model)})
             model.train()
         if path is not None and (done % checkpoint_every == 0 or done == settings.steps or watch.stopped):
             save()
@@ -313,6 +322,7 @@ def pretrain(
         best_step=used,
         stopped_by=("patience" if watch.stopped else "cap") if until_converged else "steps",
         curve=list(watch.curve),
+        observations=list(watch.observations),
         epochs=len(losses) * settings.batch_size * length / len(train),
     )
 
@@ -323,6 +333,7 @@ class _Watch:
     checks since it improved."""
 
     curve: list[tuple[int, float]] = field(default_factory=list)
+    observations: list[dict[str, Any]] = field(default_factory=list)
     best: dict | None = None
     best_loss: float = math.inf
     best_step: int = 0

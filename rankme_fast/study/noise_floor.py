@@ -51,6 +51,11 @@ def run_noise(
     return records
 
 
+def read_back(folder: Path) -> list[dict[str, Any]]:
+    """The finished runs under `folder/runs/` (none if it does not exist), in name order."""
+    return [json.loads(path.read_text()) for path in sorted((folder / "runs").glob("*.json"))]
+
+
 def _untrained(width: int, preset: StudyPreset, data: StudyData, folder: Path, say: Any) -> dict[str, Any]:
     """The base model at `width` with its initial weights (seed 0), normalised on the pool."""
     path = folder / "runs" / f"untrained-w{width}.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -14,12 +15,16 @@ import scipy
 import torch
 
 import rankme_fast
+from rankme_fast.study import extrapolation
+from rankme_fast.study.extrapolation import write_predictions
 from rankme_fast.study.layerwise import run_layerwise
-from rankme_fast.study.noise_floor import against_seeds, run_noise, seed_spread
+from rankme_fast.study.noise_floor import against_seeds, read_back, run_noise, seed_spread
 from rankme_fast.study.presets import StudyPreset, get_preset
 from rankme_fast.study.runner import StudyData, run_all
 from rankme_fast.study.study_fits import analyse, variable_rows
 from rankme_fast.study.study_report import write_report
+from rankme_fast.study.trajectory import run_trajectories
+from rankme_fast.study.trajectory_fits import trajectory_analysis
 
 
 @dataclass
@@ -41,13 +46,20 @@ def run_study(
     layers: bool = False,
     noise_seeds: tuple[int, ...] = (),
     noise_minutes: float | None = None,
+    trajectory: bool = False,
+    trajectory_minutes: float | None = None,
+    predict: bool = False,
+    extrapolate: bool = False,
 ) -> StudyResult:
     """Run the preset's study into `out` (runs already finished there are read back, not
     redone), fit the laws and write report.md, runs.csv, fits.json and the plots; with `layers`,
     also every layer of the depth sweep's and the ladder's encoders (layers.json, layers.png);
     with `noise_seeds`, the corner cells and sweep runs again with those training seeds and the
     untrained encoders (the noise floor, out/noise/), new replicates starting only within
-    `noise_minutes`."""
+    `noise_minutes`; with `trajectory`, the grid again with a clean early-stopping split and
+    RankMe at every check (out/trajectory/); with `predict`, register the extrapolation cells'
+    predicted losses (out/extrapolation/, once); with `extrapolate`, train those cells. Results
+    of these parts already on disk are read back into the report either way."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,12 +81,26 @@ def run_study(
     records = run_all(preset, data, out, ladder=ladder, say=say)
     layerwise = run_layerwise(preset, records, data.benchmark, out, say) if layers else None
     replicates = run_noise(preset, data, out, noise_seeds, say, noise_minutes) if noise_seeds else []
+    replicates = replicates or read_back(out / "noise")
+    trajectories = run_trajectories(preset, data, out, say, trajectory_minutes) if trajectory else []
+    trajectories = trajectories or read_back(out / "trajectory")
     tasks = list(data.benchmark.tasks)
     fits = analyse(records, preset, tasks, bootstrap=bootstrap)
     if replicates:
         fits["noise_floor"] = seed_spread(records, replicates)
         groups = {variable: rows for variable, (_, rows) in variable_rows(records, preset).items()}
         fits["noise_floor"]["neighbours"] = against_seeds(groups, fits["noise_floor"])
+    if trajectories:
+        fits["trajectory"] = trajectory_analysis(trajectories, records, fits, preset, bootstrap)
+    if predict:
+        seed_sd = fits.get("noise_floor", {}).get("median_sd", {}).get("held_out_loss")
+        if seed_sd is None:
+            raise ValueError("registering predictions needs the seed noise of L: run --noise-seeds first")
+        say(f"registered: {write_predictions(out / 'extrapolation', extrapolation.predict(records, preset, seed_sd))}")
+    cells = extrapolation.train(preset, data, out, say) if extrapolate else read_back(out / "extrapolation")
+    registered = out / "extrapolation" / extrapolation.PREDICTIONS
+    if registered.exists():
+        fits["extrapolation"] = extrapolation.score(json.loads(registered.read_text()), cells)
     meta = {
         "runs": sum(r["family"] == "trained" for r in records),
         "pretrained": sum(r["family"] == "pretrained" for r in records),

@@ -50,7 +50,9 @@ class StudyPreset:
     """A study: labelled audio to evaluate on (`eval_preset`, seed 0; its audio also gives the
     held-out pre-training loss), unlabelled pre-training audio (`pool_preset` rendered with
     `pool_seeds`, so other voices, words and notes), the base model and training, the grid
-    (`widths` × `data_seconds`), the sweeps and the pretrained encoders of the ladder."""
+    (`widths` × `data_seconds`), the sweeps and the pretrained encoders of the ladder; and the
+    (width, seconds) cells outside the grid whose loss is predicted before they are trained
+    (`extrapolation`, on the pool extended by renderings with `extrapolation_pool_seeds`)."""
 
     name: str
     eval_preset: str
@@ -62,6 +64,8 @@ class StudyPreset:
     data_seconds: tuple[float, ...]
     sweeps: dict[str, tuple] = field(default_factory=dict)
     ladder: tuple[str, ...] = ()
+    extrapolation: tuple[tuple[int, float], ...] = ()
+    extrapolation_pool_seeds: tuple[int, ...] = ()
 
     def runs(self) -> list[RunSpec]:
         """Grid first (small to large), then each sweep at the base width and the most data;
@@ -171,6 +175,8 @@ PRESETS = {
         data_seconds=(16, 64, 256, 1024, 4096),
         sweeps=_SMALL_SET_SWEEPS,
         ladder=_SMALL_SET_LADDER,
+        extrapolation=((32, 16384), (64, 16384), (128, 16384), (256, 4096), (256, 16384)),
+        extrapolation_pool_seeds=(2, 3, 4, 5),
     ),
 }
 

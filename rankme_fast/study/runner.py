@@ -19,7 +19,7 @@ import rankme_fast as rf
 from rankme_fast.audio import Benchmark, extract, make_benchmark, probe
 from rankme_fast.audio.encoders import AudioEncoder, available_encoders, load_encoder
 from rankme_fast.audio.encoders.registry import LADDER_OPTIONS
-from rankme_fast.audio.models import ModelEncoder
+from rankme_fast.audio.models import AudioModel, ModelEncoder
 from rankme_fast.audio.pretrain import FrameCorpus, pretrain
 from rankme_fast.study.presets import RunSpec, StudyPreset
 
@@ -99,8 +99,13 @@ def _write(path: Path, record: dict[str, Any]) -> None:
     temporary.replace(path)
 
 
-def run_training(spec: RunSpec, data: StudyData, out: Path, progress: bool = False) -> dict[str, Any]:
-    """Pre-train and evaluate one run (or read it back if `out/runs/<id>.json` exists)."""
+def run_training(
+    spec: RunSpec, data: StudyData, out: Path, progress: bool = False,
+    observe: Callable[[int, AudioModel], dict[str, Any]] | None = None, extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Pre-train and evaluate one run (or read it back if `out/runs/<id>.json` exists); with
+    `observe`, what it returned at each validation check is the record's `trajectory`; `extra`
+    is written into the record as it is."""
     path = out / "runs" / f"{spec.id}.json"
     if path.exists():
         return json.loads(path.read_text())
@@ -113,6 +118,7 @@ def run_training(spec: RunSpec, data: StudyData, out: Path, progress: bool = Fal
         held_out=data.held_out,
         validation=data.validation,
         checkpoint=out / "checkpoints" / f"{spec.id}.pt",
+        observe=observe,
         progress=progress,
     )
     record: dict[str, Any] = {
@@ -138,7 +144,10 @@ def run_training(spec: RunSpec, data: StudyData, out: Path, progress: bool = Fal
         "losses": result.losses,
         "validation_curve": result.curve,
     }
+    if observe is not None:
+        record["trajectory"] = result.observations
     record.update(evaluate(ModelEncoder(result.model, name=spec.id), data.benchmark))
+    record.update(extra or {})
     _write(path, record)
     return record
 
