@@ -29,7 +29,7 @@ INSTALL := $(PY) -m pip install --no-build-isolation -e ".[dev,all]" && \
 	$(PY) -m pip install --no-deps $(AUDIO_NO_DEPS)
 endif
 
-.PHONY: test demo demo-backends lint bench bench-cpu bench-audio study-full study-paper wheel clean
+.PHONY: test demo demo-backends lint bench bench-cpu bench-audio study-full study-paper study-paper-decisions wheel clean
 
 # make test runs its stages in order, stops at the first that fails and names it:
 #   setup   the venv, the package and its kernels (once; again when a source changes)
@@ -111,6 +111,14 @@ study-full: $(VENV)/.installed
 # run it again after an interruption); results committed under bench/results/study-paper/.
 study-paper: $(VENV)/.installed
 	$(PY) -m rankme_fast.cli study --preset paper --out bench/results/study-paper
+
+# Its decision parts (each resumable, each ≤ 3 hours here): the seed replicates (noise floor),
+# the grid again with RankMe at every validation check (choosing checkpoints and models without
+# labels), and the cells outside the grid trained against the predictions registered (and
+# committed) before them with `--predict`.
+study-paper-decisions: $(VENV)/.installed
+	$(PY) -m rankme_fast.cli study --preset paper --out bench/results/study-paper --noise-seeds 1,2 \
+		--trajectory --extrapolate
 
 clean:
 	rm -rf build dist *.egg-info rankme_fast/_C*.so

@@ -31,12 +31,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def timed(z: torch.Tensor, dtype: str, route: int) -> float:
-    """One fast-mode update of z through `route` (a route code; ROUTE_UNSET: the feature-based one)."""
-    rows, cols = z.shape
-    gram = torch.zeros(cols, cols, dtype=torch.float64)
-    code = int(getattr(native, f"DTYPE_{dtype.upper()}"))
+    """One fast-mode update of z through `route` (a route code, a library route included;
+    ROUTE_UNSET: the feature-based one)."""
+    gram = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float64)
     started = time.perf_counter()
-    native.syrk_update_with(z.data_ptr(), code, rows, cols, cols, 1, gram.data_ptr(), 0, True, route)
+    cpu_dispatch.run_route(z, dtype, "fast", route, gram.numpy())
     return time.perf_counter() - started
 
 

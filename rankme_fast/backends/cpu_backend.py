@@ -59,7 +59,11 @@ class CpuBackend:
                 mkl_bf16.add_gram(matrix.data, gram)
                 self._last_kernel = "mkl"
                 return
-            self._last_kernel = route.default if route.kernel == "mkl" else route.kernel
+            if route.kernel == "mkl-split" and mkl_bf16.usable_split(matrix.data, shift):
+                mkl_bf16.add_gram_split(matrix.data, gram)
+                self._last_kernel = "mkl-split"
+                return
+            self._last_kernel = route.default if route.kernel.startswith("mkl") else route.kernel
         native.syrk_update(*_view(matrix), gram.data_ptr(), shift_ptr, precision == "fast", _kernel_code(self.kernel))
 
     def column_mean(self, matrix: KernelInput) -> torch.Tensor:

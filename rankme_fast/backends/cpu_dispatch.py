@@ -30,6 +30,8 @@ from rankme_fast._native import native
 from rankme_fast.backends import mkl_bf16
 
 ROUTE_MKL = -3  # the oneMKL bfloat16 route, taken in cpu_backend (the C table keeps its default)
+ROUTE_MKL_SPLIT = -4  # float32/float16 through oneMKL as a bfloat16 split (hi, lo), also in cpu_backend
+LIBRARY_ROUTES = (ROUTE_MKL, ROUTE_MKL_SPLIT)
 MARGIN = 0.15  # another kernel's median must be this much faster than the default's to take its place
 PROBE_WIDTH = (64, 256, 768, 1536)  # per width class
 PROBE_MULTIPLY_ADDS = 2e8  # of one probe update (lower triangle): a few ms at tens of GF/s
@@ -88,7 +90,7 @@ def route_for(dtype: str, precision: str, cols: int) -> Route:
             found = _routes.get(key)
             if found is None:
                 found = _measure(*key)
-                native_route = int(native.ROUTE_UNSET) if found.code == ROUTE_MKL else found.code  # mkl: Python-side
+                native_route = int(native.ROUTE_UNSET) if found.code in LIBRARY_ROUTES else found.code  # Python-side
                 native.set_route(_dtype_code(dtype), precision == "fast", key[2], native_route)
                 _routes[key] = found
     return found
@@ -118,15 +120,18 @@ def _dtype_code(dtype: str) -> int:
 
 def _candidates(dtype: str = "float32", precision: str = "exact") -> dict[str, int]:
     """Kernel name -> route code of every kernel that can run here (the SSE2 baseline only where
-    nothing vectorised runs: it never beats AVX2), with oneMKL's bfloat16 product for bfloat16
-    in fast mode where it is installed."""
+    nothing vectorised runs: it never beats AVX2), with oneMKL's bfloat16 product in fast mode
+    where it is installed: for bfloat16 as it is, for float32 and float16 as a split."""
     found = {f"tiled-{name}": index for index, (name, runs) in enumerate(native.cpu_isa_variants().items()) if runs}
     if len(found) > 1:
         found.pop("tiled-baseline", None)
     if native.blas is not None:
         found["blas"] = int(native.ROUTE_BLAS)
-    if dtype == "bfloat16" and precision == "fast" and mkl_bf16.unavailable_reason() is None:
-        found["mkl"] = ROUTE_MKL
+    if precision == "fast" and mkl_bf16.unavailable_reason() is None:
+        if dtype == "bfloat16":
+            found["mkl"] = ROUTE_MKL
+        elif dtype in ("float32", "float16"):
+            found["mkl-split"] = ROUTE_MKL_SPLIT
     return found
 
 
@@ -150,7 +155,7 @@ def _measure(dtype: str, precision: str, width_class: int) -> Route:
     gram = np.zeros((cols, cols), dtype=np.float64)
     for name, code in candidates.items():  # each candidate's sum checked (and its code warmed up)
         gram[:] = 0.0
-        _run(probe, dtype, precision, code, gram)
+        run_route(probe, dtype, precision, code, gram)
         error = _relative_error(np.tril(gram), reference)
         if not error <= TOLERANCE[precision]:
             rejected[name] = f"off by {error:.2g} of the largest entry"
@@ -192,10 +197,15 @@ def _address(probe: object) -> int:
     return probe.data_ptr() if hasattr(probe, "data_ptr") else probe.ctypes.data
 
 
-def _run(probe: object, dtype: str, precision: str, code: int, gram: np.ndarray) -> None:
-    """Add the probe's Gram into `gram` through route `code`."""
+def run_route(probe: object, dtype: str, precision: str, code: int, gram: np.ndarray) -> None:
+    """Add the Gram of `probe` (rows, cols; numpy, or torch for bfloat16) into `gram` through
+    route `code`: a kernel of the C route table, ROUTE_UNSET (the feature-based one) or a
+    library route."""
     if code == ROUTE_MKL:
         mkl_bf16.add_gram(probe, torch.from_numpy(gram))
+        return
+    if code == ROUTE_MKL_SPLIT:
+        mkl_bf16.add_gram_split(probe, torch.from_numpy(gram))
         return
     rows, cols = probe.shape
     native.syrk_update_with(_address(probe), _dtype_code(dtype), rows, cols, cols, 1, gram.ctypes.data, 0,
@@ -204,7 +214,7 @@ def _run(probe: object, dtype: str, precision: str, code: int, gram: np.ndarray)
 
 def _timed(probe: object, dtype: str, precision: str, code: int, gram: np.ndarray) -> float:
     started = time.perf_counter()
-    _run(probe, dtype, precision, code, gram)
+    run_route(probe, dtype, precision, code, gram)
     return time.perf_counter() - started
 
 

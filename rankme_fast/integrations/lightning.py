@@ -25,12 +25,15 @@ _STAGES = ("train", "validation")
 
 @dataclass(frozen=True)
 class LoggedRankMe:
-    """One logged value: when (global step, epoch), the value, and the rows this process fed it."""
+    """One logged value: when (global step, epoch), the value, and the rows this process fed it
+    (with `ci`, also the interval's ends)."""
 
     step: int
     epoch: int
     value: float
     rows: int
+    low: float | None = None
+    high: float | None = None
 
 
 class RankMeCallback(Callback):
@@ -41,7 +44,10 @@ class RankMeCallback(Callback):
     `hook(pl_module, batch, outputs) -> Tensor` called after each batch (for embeddings the
     step returns). With `every_n_steps` the value is logged every n batches over those n
     batches' rows; without, once per epoch over the epoch's rows. `max_samples` keeps the first
-    rows of each window (rankme_fast.sample_limit). The value is synced across
+    rows of each window (rankme_fast.sample_limit). With `ci` (e.g. 0.95), each window's rows go
+    round-robin by batch into `blocks` block states and the delete-one-block jackknife interval
+    is logged next to the value as `<name>_se`, `<name>_low` and `<name>_high` (so a
+    `ModelCheckpoint` can monitor `<name>_low`, the cautious choice). The value is synced across
     processes (RankMeMetric) and also kept in `history`.
     """
 
@@ -57,6 +63,8 @@ class RankMeCallback(Callback):
         centered: bool = False,
         precision: str = "exact",
         eps: float = 1e-7,
+        ci: float | None = None,
+        blocks: int = 10,
     ) -> None:
         if not isinstance(layer_or_hook, (str, nn.Module)) and not callable(layer_or_hook):
             raise TypeError(f"layer_or_hook must be a module name, an nn.Module or a callable, got {layer_or_hook!r}")
@@ -68,7 +76,8 @@ class RankMeCallback(Callback):
         self.target, self.every_n_steps, self.stage = layer_or_hook, every_n_steps, stage
         self.name = name or ("rankme" if stage == "train" else "val_rankme")
         self.select = select
-        self.metric = RankMeMetric(centered=centered, precision=precision, eps=eps, max_samples=max_samples)
+        self.metric = RankMeMetric(centered=centered, precision=precision, eps=eps, max_samples=max_samples, ci=ci,
+                                   blocks=blocks)  # fmt: skip
         self.history: list[LoggedRankMe] = []
         self._capture: ForwardCapture | None = None
         self._batches = 0
@@ -161,7 +170,12 @@ class RankMeCallback(Callback):
             value = self.metric.compute()
         except NothingSeenError:
             return
-        rows = int(self.metric.count)  # the local count: compute() restores the unsynced state
-        pl_module.log(self.name, value, on_step=on_step, on_epoch=not on_step, batch_size=max(rows, 1))
-        self.history.append(LoggedRankMe(trainer.global_step, trainer.current_epoch, float(value), rows))
+        rows = int(self.metric.count.sum())  # the local count (over blocks): compute() restores the unsynced state
+        values = {self.name + key[len("rankme"):]: v for key, v in value.items()} if isinstance(value, dict) else {
+            self.name: value}  # fmt: skip
+        for name, logged in values.items():
+            pl_module.log(name, logged, on_step=on_step, on_epoch=not on_step, batch_size=max(rows, 1))
+        ends = [float(values[self.name + end]) if self.name + end in values else None for end in ("_low", "_high")]
+        entry = LoggedRankMe(trainer.global_step, trainer.current_epoch, float(values[self.name]), rows, *ends)
+        self.history.append(entry)
         self.metric.reset()

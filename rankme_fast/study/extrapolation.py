@@ -21,7 +21,7 @@ from rankme_fast.audio.pretrain import FrameCorpus
 from rankme_fast.scaling import fit
 from rankme_fast.study.presets import RunSpec, StudyPreset
 from rankme_fast.study.runner import StudyData, run_training
-from rankme_fast.study.study_fits import grid_rows
+from rankme_fast.study.study_fits import compute_curve, grid_rows
 
 LEVEL = 0.95
 PREDICTIONS = "predictions.json"
@@ -40,6 +40,8 @@ def predict(
     `LEVEL` prediction interval: the law at each bootstrap draw of its parameters plus a normal
     draw of the training-seed noise (`seed_sd`, the standard deviation of L between seeds)."""
     rows = grid_rows(records, preset)
+    if len(rows) <= 5:
+        raise ValueError(f"predicting needs more grid cells than the law's 5 parameters, the grid has {len(rows)}")
     x = np.array([[r["n_params"], r["data_seconds"]] for r in rows], dtype=np.float64)
     law = fit("droppo", x, np.array([r["held_out_loss"] for r in rows]), bootstrap=bootstrap, seed=seed,
               extrapolate=False)  # fmt: skip
@@ -113,3 +115,34 @@ def score(predictions: dict[str, Any], records: list[dict[str, Any]]) -> dict[st
     trained = [r for r in rows if "actual" in r]
     return {"level": predictions["level"], "cells": rows, "trained": len(trained),
             "inside": sum(r["inside"] for r in trained)}  # fmt: skip
+
+
+def n_opt_exponent(
+    runs: list[dict[str, Any]], budgets: int = 12, bootstrap: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """N_opt(C) ∝ C^a: at log-spaced compute budgets, the parameter count of the run whose
+    validation curve reaches the lowest loss within the budget; a is the least-squares slope of
+    log N_opt on log C, with a percentile interval from resampling the runs."""
+    curves = [(r["n_params"], np.array(compute_curve(r))) for r in runs]
+    low = np.quantile([c[:, 0].min() for _, c in curves], 0.5)  # every budget affords some of the runs
+    grid = np.geomspace(low, max(c[:, 0].max() for _, c in curves), budgets)
+
+    def slope(chosen: list[tuple[int, np.ndarray]]) -> tuple[float, list[float]]:
+        best = []
+        for budget in grid:
+            within = [(c[c[:, 0] <= budget, 1].min(), n) for n, c in chosen if (c[:, 0] <= budget).any()]
+            best.append(min(within)[1] if within else np.nan)
+        keep = np.isfinite(best)
+        if keep.sum() < 3 or np.ptp(np.asarray(best)[keep]) == 0:
+            return float("nan"), best
+        return float(np.polyfit(np.log(grid[keep]), np.log(np.asarray(best)[keep]), 1)[0]), best
+
+    exponent, n_opt = slope(curves)
+    rng = np.random.default_rng(seed)
+    resamples = (rng.integers(0, len(curves), len(curves)) for _ in range(bootstrap))
+    draws = np.array([slope([curves[i] for i in pick])[0] for pick in resamples])
+    draws = draws[np.isfinite(draws)]
+    tail = (1 - LEVEL) / 2
+    interval = [float(v) for v in np.quantile(draws, [tail, 1 - tail])] if len(draws) else [float("nan")] * 2
+    return {"exponent": exponent, "interval": interval, "level": LEVEL, "draws": len(draws), "runs": len(runs),
+            "budgets": [{"compute": float(c), "n_opt": n} for c, n in zip(grid, n_opt, strict=True)]}  # fmt: skip

@@ -97,6 +97,24 @@ def seed_spread(records: list[dict[str, Any]], replicates: list[dict[str, Any]])
             "untrained": [{k: r[k] for k in ("width", "clip_rankme", "mean_accuracy")} for r in untrained]}  # fmt: skip
 
 
+def seed_means(records: list[dict[str, Any]], replicates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per trained configuration: clip RankMe and every accuracy averaged over its
+    seeds (seed 0 from the main runs), `seeds` saying how many; other columns from seed 0."""
+    by_config: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        if record.get("family") == "trained":
+            by_config[_without_seed(record["id"])] = [record]
+    for record in replicates:
+        if record.get("family") == "trained" and _without_seed(record["id"]) in by_config:
+            by_config[_without_seed(record["id"])].append(record)
+    means = []
+    for runs in by_config.values():
+        averaged = {key: float(np.mean([r[key] for r in runs])) for key in runs[0]
+                    if key == "clip_rankme" or key.startswith("accuracy_") or key == "mean_accuracy"}  # fmt: skip
+        means.append(runs[0] | averaged | {"seeds": len(runs)})
+    return means
+
+
 def against_seeds(groups: dict[str, list[dict[str, Any]]], floor: dict[str, Any]) -> list[dict[str, Any]]:
     """Each group's neighbouring runs (in the order given): the difference of each measure and
     whether it exceeds twice the seed noise of the difference, 2·√(SD_a² + SD_b²), where both

@@ -18,13 +18,15 @@ import rankme_fast
 from rankme_fast.study import extrapolation
 from rankme_fast.study.extrapolation import write_predictions
 from rankme_fast.study.layerwise import run_layerwise
-from rankme_fast.study.noise_floor import against_seeds, read_back, run_noise, seed_spread
+from rankme_fast.study.noise_floor import against_seeds, read_back, run_noise, seed_means, seed_spread
 from rankme_fast.study.presets import StudyPreset, get_preset
 from rankme_fast.study.runner import StudyData, run_all
-from rankme_fast.study.study_fits import analyse, variable_rows
+from rankme_fast.study.study_fits import analyse, grid_rows, unification, variable_rows
 from rankme_fast.study.study_report import write_report
 from rankme_fast.study.trajectory import run_trajectories
 from rankme_fast.study.trajectory_fits import trajectory_analysis
+
+NEEDS_NOISE = "registering predictions needs the seed noise of L: run with --noise-seeds first (or with it)"
 
 
 @dataclass
@@ -68,6 +70,8 @@ def run_study(
         if verbose:
             print(line, flush=True)
 
+    if predict and not noise_seeds and not (out / "noise" / "runs").is_dir():
+        raise ValueError(NEEDS_NOISE)  # said before anything is trained
     started = time.perf_counter()
     say(
         f"rankme-fast study: preset {preset.name!r}, {len(preset.runs())} pre-training runs, "
@@ -82,25 +86,31 @@ def run_study(
     layerwise = run_layerwise(preset, records, data.benchmark, out, say) if layers else None
     replicates = run_noise(preset, data, out, noise_seeds, say, noise_minutes) if noise_seeds else []
     replicates = replicates or read_back(out / "noise")
+    floor = seed_spread(records, replicates) if replicates else {}
+    if predict:
+        seed_sd = floor.get("median_sd", {}).get("held_out_loss")
+        if seed_sd is None:
+            raise ValueError(NEEDS_NOISE)
+        say(f"registered: {write_predictions(out / 'extrapolation', extrapolation.predict(records, preset, seed_sd))}")
+    cells = extrapolation.train(preset, data, out, say) if extrapolate else read_back(out / "extrapolation")
     trajectories = run_trajectories(preset, data, out, say, trajectory_minutes) if trajectory else []
     trajectories = trajectories or read_back(out / "trajectory")
     tasks = list(data.benchmark.tasks)
     fits = analyse(records, preset, tasks, bootstrap=bootstrap)
-    if replicates:
-        fits["noise_floor"] = seed_spread(records, replicates)
+    if floor:
         groups = {variable: rows for variable, (_, rows) in variable_rows(records, preset).items()}
-        fits["noise_floor"]["neighbours"] = against_seeds(groups, fits["noise_floor"])
+        means = seed_means(records, replicates)
+        fits["noise_floor"] = floor | {"neighbours": against_seeds(groups, floor),
+                                       "unification_on_means": unification(means, tasks)
+                                       | {"averaged": sum(m["seeds"] > 1 for m in means)}}  # fmt: skip
     if trajectories:
         fits["trajectory"] = trajectory_analysis(trajectories, records, fits, preset, bootstrap)
-    if predict:
-        seed_sd = fits.get("noise_floor", {}).get("median_sd", {}).get("held_out_loss")
-        if seed_sd is None:
-            raise ValueError("registering predictions needs the seed noise of L: run --noise-seeds first")
-        say(f"registered: {write_predictions(out / 'extrapolation', extrapolation.predict(records, preset, seed_sd))}")
-    cells = extrapolation.train(preset, data, out, say) if extrapolate else read_back(out / "extrapolation")
     registered = out / "extrapolation" / extrapolation.PREDICTIONS
     if registered.exists():
         fits["extrapolation"] = extrapolation.score(json.loads(registered.read_text()), cells)
+        grid = grid_rows(records, preset)
+        fits["extrapolation"]["n_opt"] = {"grid": extrapolation.n_opt_exponent(grid),
+                                          "with_cells": extrapolation.n_opt_exponent(grid + cells)}  # fmt: skip
     meta = {
         "runs": sum(r["family"] == "trained" for r in records),
         "pretrained": sum(r["family"] == "pretrained" for r in records),
@@ -112,7 +122,7 @@ def run_study(
         "synthesizers": data.benchmark.synthesizers,
         "pool_seconds": data.pool.seconds,
     }
-    paths = write_report(records, fits, preset, tasks, out, meta, layerwise)
+    paths = write_report(records, fits, preset, tasks, out, meta, layerwise, trajectories)
     say(f"report: {paths['report.md']}")
     return StudyResult(records, fits, paths)
 

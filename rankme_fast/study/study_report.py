@@ -12,6 +12,12 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from rankme_fast.study.decision_report import (
+    extrapolation_section,
+    plot_extrapolation,
+    plot_trajectory,
+    trajectory_section,
+)
 from rankme_fast.study.presets import StudyPreset
 from rankme_fast.study.study_fits import compute_curve, grid_rows, sweep_rows
 
@@ -406,7 +412,7 @@ def _unification_findings(result: dict) -> list[str]:
             "say how large an effect the data leave room for."]  # fmt: skip
 
 
-def _unification_table(result: dict) -> list[str]:
+def _unification_table(result: dict, power: bool = False) -> list[str]:
     tasks = [t for t, e in result.get("tasks", {}).items() if "error" not in e]
     if not tasks:
         return []
@@ -422,7 +428,8 @@ def _unification_table(result: dict) -> list[str]:
             r = (f"r = {entry['partial_r']:.2f} [{low:.2f}, {high:.2f}]" if entry["partial_r"] == entry["partial_r"]
                  else f"partial R² = {entry['partial_r2']:.2f}")  # fmt: skip
             mark = " **✗**" if entry["p_holm"] < 0.05 else ""
-            cells.append(f"p = {entry['p_holm']:.2g}{mark}; {r}")
+            detectable = f"; {entry['detectable_r2']:.2f}" if power and "detectable_r2" in entry else ""
+            cells.append(f"p = {entry['p_holm']:.2g}{mark}; {r}{detectable}")
         md.append(f"| {variable} | " + " | ".join(cells) + " |")
     return md
 
@@ -491,6 +498,13 @@ def _noise_floor_section(floor: dict) -> list[str]:
             cells = [f"{call[m]['difference']:+.3g} ({'beyond' if call[m]['beyond'] else '**within**'} "
                      f"±{call[m]['twice_seed_sd']:.2g})" for m in MEASURES]
             md.append(f"| {call['group']} | {call['a']} → {call['b']} | " + " | ".join(cells) + " |")
+    on_means = floor.get("unification_on_means", {})
+    if on_means.get("tasks"):
+        md += ["", f"The unification test again on seed means ({on_means['runs']} configurations, "
+               f"{on_means['averaged']} of them averaged over their seeds). Each cell: p (Holm); the partial "
+               "correlation with its CI; the partial R² the test detects four times in five at p < 0.05 (its "
+               "power: an effect smaller than that can hide in a 'unified' verdict).", "",
+               *_unification_table(on_means, power=True)]  # fmt: skip
     if floor.get("untrained"):
         md += ["", "Untrained encoders (initial weights, seed 0): "
                + "; ".join(f"width {u['width']}: clip RankMe {u['clip_rankme']:.1f}, mean accuracy "
@@ -521,10 +535,11 @@ def _layers_section(layerwise: dict[str, Any]) -> list[str]:
 
 def write_report(
     records: list[dict], fits: dict, preset: StudyPreset, tasks: list[str], out: Path, meta: dict[str, Any],
-    layerwise: dict[str, Any] | None = None,
+    layerwise: dict[str, Any] | None = None, trajectories: list[dict[str, Any]] | None = None,
 ) -> dict[str, Path]:
     """runs.csv, fits.json, the figures and report.md (and layers.json, layers.png with
-    `layerwise`)."""
+    `layerwise`; trajectory.png with the trajectory runs; extrapolation.png with registered
+    predictions)."""
     names = ("runs.csv", "fits.json", "loss_vs_n.png", "loss_curves.png", "compute.png", "quality_vs_rankme.png",
              "rankme_vs_variables.png", "report.md")  # fmt: skip
     curves = any(r.get("validation_curve") for r in records)  # runs of a fixed step count have none
@@ -541,6 +556,13 @@ def write_report(
         paths["layers.json"], paths["layers.png"] = out / "layers.json", out / "layers.png"
         paths["layers.json"].write_text(json.dumps(layerwise, indent=1, default=float) + "\n")
         plot_layers(layerwise, paths["layers.png"])
+    decided = trajectories and "early" in fits.get("trajectory", {})
+    if decided:
+        paths["trajectory.png"] = out / "trajectory.png"
+        plot_trajectory(trajectories, paths["trajectory.png"])
+    if "extrapolation" in fits:
+        paths["extrapolation.png"] = out / "extrapolation.png"
+        plot_extrapolation(fits["extrapolation"], paths["extrapolation.png"])
 
     md = [
         f"# RankMe scaling study — preset `{preset.name}`",
@@ -576,6 +598,12 @@ def write_report(
         md += [f"| {name} | {row['parameters']} | {row['aic']:.1f} | {row['r2_log']:.3f} | "
                f"{_percent(row['held_out_largest_N'])} | {_percent(row['held_out_largest_D'])} |"
                for name, row in comparison.items()]  # fmt: skip
+    seed_sd = fits.get("noise_floor", {}).get("median_sd", {})
+    if comparison and seed_sd:
+        typical = float(np.median([r["held_out_loss"] for r in grid_rows(records, preset)]))
+        md += ["", f"For scale: training seeds alone move a cell's held-out loss by a median SD of "
+               f"{seed_sd['held_out_loss']:.4f} ({seed_sd['held_out_loss'] / typical:.1%} of the grid's median loss), "
+               "so a held-out error below about twice that is at the noise floor."]  # fmt: skip
     if curves:
         md += ["", "## Training curves", "", "![loss curves](loss_curves.png)"]
     md += ["", "## Compute", "", "![compute](compute.png)", "",
@@ -622,6 +650,9 @@ def write_report(
                "", *noise_table]  # fmt: skip
     md += _layers_section(layerwise) if layerwise else []
     md += _noise_floor_section(fits.get("noise_floor", {}))
+    accuracy_sd = fits.get("noise_floor", {}).get("median_sd", {}).get("mean_accuracy")
+    md += trajectory_section(fits["trajectory"], accuracy_sd) if decided else []
+    md += extrapolation_section(fits["extrapolation"]) if "extrapolation" in fits else []
     md += ["", "## RankMe vs each variable", "", "![RankMe vs variables](rankme_vs_variables.png)", "",
            "## Runs", "",
            "| run | N | D (s) | held-out loss | best step / run (stop) | epochs | wall s | RankMe clip | RankMe frame "

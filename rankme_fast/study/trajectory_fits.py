@@ -61,8 +61,9 @@ def _pick(points: list[dict[str, Any]], criterion: str) -> dict[str, Any]:
 
 def checkpoint_selection(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Inside each run: the accuracy lost choosing the checkpoint by each criterion against the
-    best checkpoint (accuracy points, mean/median/max over runs, and how often it is the best)."""
-    runs, regrets = [], {name: [] for name in CRITERIA}
+    best checkpoint (accuracy points, mean/median/max over runs, and how often it is the best),
+    and by `chance` (a checkpoint drawn at random: the expected loss)."""
+    runs, regrets = [], {name: [] for name in (*CRITERIA, "chance")}
     for record in records:
         points = checkpoints(record)
         best = max(p["mean_accuracy"] for p in points)
@@ -71,13 +72,15 @@ def checkpoint_selection(records: list[dict[str, Any]]) -> dict[str, Any]:
             picked = _pick(points, name)
             regrets[name].append(best - picked["mean_accuracy"])
             row[name] = {"step": picked["step"], "accuracy": picked["mean_accuracy"]}
+        regrets["chance"].append(best - float(np.mean([p["mean_accuracy"] for p in points])))
         runs.append(row)
     return {"runs": runs, "cost": {name: _summary(values) for name, values in regrets.items()}}
 
 
 def model_selection(records: list[dict[str, Any]], budgets: int = 6) -> dict[str, Any]:
     """At log-spaced compute budgets: among every (run, checkpoint) that fits the budget, the one
-    each criterion picks and the accuracy it gives up against the best of them."""
+    each criterion picks and the accuracy it gives up against the best of them (`chance`: the
+    expected loss of one drawn at random)."""
     points = [p for r in records for p in checkpoints(r)]
     compute = np.array([p["compute"] for p in points])
     rows = []
@@ -88,8 +91,10 @@ def model_selection(records: list[dict[str, Any]], budgets: int = 6) -> dict[str
         for name in CRITERIA:
             picked = _pick(fits, name)
             row[name] = _choice(picked) | {"cost": best["mean_accuracy"] - picked["mean_accuracy"]}
+        row["chance"] = {"cost": best["mean_accuracy"] - float(np.mean([p["mean_accuracy"] for p in fits]))}
         rows.append(row)
-    return {"budgets": rows, "cost": {name: _summary([r[name]["cost"] for r in rows]) for name in CRITERIA}}
+    names = (*CRITERIA, "chance")
+    return {"budgets": rows, "cost": {name: _summary([r[name]["cost"] for r in rows]) for name in names}}
 
 
 def _choice(point: dict[str, Any]) -> dict[str, Any]:

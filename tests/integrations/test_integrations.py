@@ -310,6 +310,18 @@ def test_lightning_callback_on_validation_skips_the_sanity_check(tmp_path):
     assert _close(trainer.logged_metrics["val_rankme"], expected[1])
 
 
+def test_lightning_callback_logs_the_interval_that_a_checkpoint_can_monitor(tmp_path):
+    trainer, callback, seen = _tiny_lightning_run(
+        tmp_path, {"layer_or_hook": "encoder", "stage": "validation", "ci": 0.95, "blocks": 3}, validate=True
+    )
+    want = rf.rankme(torch.cat(seen[21:24]), ci=0.95, blocks=3)  # the last validation run: batches in blocks 0, 1, 2
+    logged = trainer.logged_metrics
+    assert _close(logged["val_rankme"], want.value) and _close(logged["val_rankme_se"], want.standard_error)
+    assert _close(logged["val_rankme_low"], want.interval[0]) and _close(logged["val_rankme_high"], want.interval[1])
+    last = callback.history[-1]
+    assert _close(last.low, want.interval[0]) and _close(last.high, want.interval[1])
+
+
 def test_metric_logged_from_a_lightning_module(tmp_path):
     lightning = pytest.importorskip("lightning.pytorch")
 

@@ -42,7 +42,7 @@ def test_a_route_is_measured_once_and_reported(fresh_routes):
     acc = rf.GramAccumulator(precision="fast").update(z)
     routes = cpu_info()["routes"]
     route = routes["float32/fast/D<=64"]
-    candidates = set(cpu_dispatch._candidates())
+    candidates = set(cpu_dispatch._candidates("float32", "fast"))
     assert route["kernel"] == acc.last_kernel and route["kernel"] in candidates
     measured = cpu_dispatch._routes[("float32", "fast", 0)]
     assert set(measured.seconds) == candidates and not measured.rejected
@@ -52,7 +52,7 @@ def test_a_route_is_measured_once_and_reported(fresh_routes):
 
 
 def test_a_kernel_whose_sum_is_off_is_never_chosen(fresh_routes, monkeypatch):
-    real = cpu_dispatch._run
+    real = cpu_dispatch.run_route
     faulty = f"tiled-{native.cpu_isa()}"  # the default: otherwise it would be kept
     codes = cpu_dispatch._candidates()
 
@@ -61,7 +61,7 @@ def test_a_kernel_whose_sum_is_off_is_never_chosen(fresh_routes, monkeypatch):
         if code == codes[faulty]:
             gram *= 2.0  # adds everything twice
 
-    monkeypatch.setattr(cpu_dispatch, "_run", run)
+    monkeypatch.setattr(cpu_dispatch, "run_route", run)
     route = cpu_dispatch.route_for("float64", "fast", 300)
     assert faulty in route.rejected and route.kernel != faulty and faulty not in route.seconds
 
@@ -126,3 +126,47 @@ def test_the_mkl_route_is_measured_and_taken_where_it_is_routed(fresh_routes, mo
     assert acc.gram().numpy() == pytest.approx((z.double().T @ z.double()).numpy(), rel=1e-4, abs=1e-2)
     centred = rf.GramAccumulator(precision="fast", centered=True).update(z)  # shifted: the built-in kernel
     assert centred.last_kernel != "mkl"
+
+
+def _split_bound(z: np.ndarray) -> np.ndarray:
+    """The split route's bound per entry: ((4096 + 3)·u₃₂ + 3·2⁻¹⁶)·Σ|zᵢzⱼ|."""
+    magnitude = np.abs(z.astype(np.float64))
+    return ((4096 + 3) * 2.0**-24 + 3 * 2.0**-16) * (magnitude.T @ magnitude)
+
+
+@mkl_only
+@pytest.mark.parametrize("case", ["normal", "columns 2^-20..2^20", "offset 1e4", "one large row", "float16"])
+def test_the_split_route_keeps_its_bound_on_adversarial_inputs(case):
+    rng = np.random.default_rng(7)
+    z = rng.standard_normal((mkl_bf16.SPLIT_BLOCK_ROWS * 2 + 333, 48))
+    if case == "columns 2^-20..2^20":
+        z *= 2.0 ** np.linspace(-20, 20, 48)
+    if case == "offset 1e4":
+        z += 1e4  # a mean far above the spread: a centred Gram would need every digit
+    if case == "one large row":
+        z[5] *= 1e6
+    z = z.astype(np.float16 if case == "float16" else np.float32)
+    gram = torch.zeros(48, 48, dtype=torch.float64)
+    mkl_bf16.add_gram_split(z, gram)
+    reference = z.astype(np.float64).T @ z.astype(np.float64)
+    lower = np.tril(np.ones((48, 48), dtype=bool))
+    error = np.abs(gram.numpy() - reference)[lower]
+    assert np.all(error <= _split_bound(z)[lower])
+    assert np.all(gram.numpy()[~lower] == 0.0)  # the upper triangle is not touched
+    assert mkl_bf16.usable_split(z, None) and not mkl_bf16.usable_split(z, torch.zeros(48))
+    assert not mkl_bf16.usable_split(z[:, ::2], None) and not mkl_bf16.usable_split(z.astype(np.float64), None)
+
+
+@mkl_only
+def test_the_split_route_is_a_measured_candidate_and_taken_where_it_is_routed(fresh_routes, monkeypatch):
+    route = cpu_dispatch.route_for("float32", "fast", 200)
+    assert "mkl-split" in route.seconds and "mkl-split" not in route.rejected
+    assert "mkl-split" not in cpu_dispatch.route_for("float32", "exact", 200).seconds  # exact: never measured
+    cpu_dispatch.set_measuring(True)
+    monkeypatch.setattr(cpu_dispatch, "pick", lambda seconds, default: "mkl-split")
+    z = torch.randn(3000, 200, generator=torch.Generator().manual_seed(5))
+    acc = rf.GramAccumulator(precision="fast").update(z)
+    assert acc.last_kernel == "mkl-split"
+    bound = torch.from_numpy(_split_bound(z.numpy()))
+    assert torch.all((acc.gram() - z.double().T @ z.double()).abs() <= bound)
+    assert rf.GramAccumulator(precision="fast", centered=True).update(z).last_kernel != "mkl-split"

@@ -246,3 +246,24 @@ def test_the_unification_test_refuses_what_it_cannot_test():
         added_explanation(-runs["quality"], runs["rankme"], runs["log D"])
     with pytest.raises(ValueError, match="values for"):
         added_explanation(runs["quality"], runs["rankme"], runs["log D"][:5])
+
+
+def test_the_detectable_effect_is_found_four_times_in_five():
+    """Runs (a fixed design) whose variable has the detectable partial R² beyond log RankMe: the
+    F-test at p < 0.05 finds it in about 80 % of simulated studies (2000 draws: ± 2 points)."""
+    from rankme_fast.scaling.nested import added_explanation, detectable_partial_r2
+
+    runs, rng = 30, np.random.default_rng(0)
+    target = detectable_partial_r2(1, runs - 3)
+    log_rankme, v = rng.normal(size=(2, runs))
+    base = np.column_stack([np.ones(runs), log_rankme])
+    v -= base @ np.linalg.lstsq(base, v, rcond=None)[0]  # the part of v that RankMe does not explain
+    v *= np.sqrt((1 + (runs - 3) + 1) / (v @ v))  # Σv² = columns + dof + 1: the noncentrality the power assumes
+    coefficient = np.sqrt(target / (1 - target))  # f² with unit noise
+    found = 0
+    for _ in range(2000):
+        noise = rng.normal(size=runs)
+        log_quality = 0.3 * log_rankme + coefficient * v + noise
+        found += added_explanation(np.exp(log_quality), np.exp(log_rankme), v).p < 0.05
+    assert abs(found / 2000 - 0.8) < 0.035
+    assert detectable_partial_r2(1, 200) < detectable_partial_r2(1, 30) < detectable_partial_r2(3, 30)
