@@ -14,14 +14,23 @@ is the fastest exact path on every CPU measured (bench/README.md).
 Width classes: D ≤ 64, ≤ 256, ≤ 1024, above (rf_cpu_width_class); the probe has the class's
 typical width and enough rows for a few milliseconds of work. `RANKME_FAST_CPU_DISPATCH=features`
 turns the measurement off (the feature-based choice everywhere), and so does choosing an
-instruction set by hand (RANKME_FAST_CPU_ISA, `cpu_backend.instruction_set`): that one runs."""
+instruction set by hand (RANKME_FAST_CPU_ISA, `cpu_backend.instruction_set`): that one runs.
+
+Routes last for the process. With `RANKME_FAST_CPU_ROUTES=<file.json>` they are also kept on
+disk: read back by a later process on the same machine (same CPU model, kernel variants,
+rankme_fast version and oneMKL availability; anything else and the file is measured afresh and
+rewritten), so only the first process pays for the measurement."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,7 +98,8 @@ def route_for(dtype: str, precision: str, cols: int) -> Route:
         with _lock:
             found = _routes.get(key)
             if found is None:
-                found = _measure(*key)
+                found = _stored(key) or _measure(*key)
+                _store(key, found)
                 native_route = int(native.ROUTE_UNSET) if found.code in LIBRARY_ROUTES else found.code  # Python-side
                 native.set_route(_dtype_code(dtype), precision == "fast", key[2], native_route)
                 _routes[key] = found
@@ -108,6 +118,49 @@ def forget() -> None:
         for dtype, precision, width_class in _routes:
             native.set_route(_dtype_code(dtype), precision == "fast", width_class, native.ROUTE_UNSET)
         _routes.clear()
+
+
+def _stored(key: tuple[str, str, int]) -> Route | None:
+    """The route of `key` kept on disk for this machine, if RANKME_FAST_CPU_ROUTES names a file
+    that holds one (and measurement is on)."""
+    kept = _kept_routes()
+    entry = kept.get("routes", {}).get("/".join(map(str, key))) if kept.get("machine") == _machine() else None
+    return Route(**entry) if entry is not None and _measuring else None
+
+
+def _store(key: tuple[str, str, int], route: Route) -> None:
+    """Keep a measured route in the RANKME_FAST_CPU_ROUTES file (written atomically)."""
+    path = os.environ.get("RANKME_FAST_CPU_ROUTES")
+    if not path or not route.seconds:
+        return
+    kept = _kept_routes()
+    if kept.get("machine") != _machine():
+        kept = {"machine": _machine(), "routes": {}}
+    kept["routes"]["/".join(map(str, key))] = asdict(route)
+    temporary = Path(path).with_name(Path(path).name + f".{os.getpid()}.tmp")
+    temporary.parent.mkdir(parents=True, exist_ok=True)
+    temporary.write_text(json.dumps(kept, indent=1) + "\n")
+    temporary.replace(path)
+
+
+def _kept_routes() -> dict[str, Any]:
+    path = os.environ.get("RANKME_FAST_CPU_ROUTES")
+    try:
+        return json.loads(Path(path).read_text()) if path else {}
+    except (OSError, ValueError):
+        return {}  # absent or unreadable: measured afresh
+
+
+def _machine() -> dict[str, Any]:
+    """What a kept route is valid for."""
+    from rankme_fast import __version__  # the package's, imported once it is loaded
+
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")  # fmt: skip
+    return {"cpu": model, "variants": native.cpu_isa_variants(), "version": __version__,
+            "mkl": mkl_bf16.unavailable_reason() is None}  # fmt: skip
 
 
 def _class_name(width_class: int) -> str:

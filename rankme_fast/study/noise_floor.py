@@ -92,7 +92,7 @@ def seed_spread(records: list[dict[str, Any]], replicates: list[dict[str, Any]])
             for measure in MEASURES
         }  # fmt: skip
     summary = {measure: float(np.median([c[measure]["sd"] for c in cells.values()])) for measure in MEASURES}
-    untrained = [r for r in replicates if r.get("family") == "untrained"]
+    untrained = sorted((r for r in replicates if r.get("family") == "untrained"), key=lambda r: r["width"])
     return {"cells": cells, "median_sd": summary if cells else {},
             "untrained": [{k: r[k] for k in ("width", "clip_rankme", "mean_accuracy")} for r in untrained]}  # fmt: skip
 

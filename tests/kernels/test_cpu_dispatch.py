@@ -170,3 +170,31 @@ def test_the_split_route_is_a_measured_candidate_and_taken_where_it_is_routed(fr
     bound = torch.from_numpy(_split_bound(z.numpy()))
     assert torch.all((acc.gram() - z.double().T @ z.double()).abs() <= bound)
     assert rf.GramAccumulator(precision="fast", centered=True).update(z).last_kernel != "mkl-split"
+
+
+def test_routes_kept_on_disk_are_read_back_by_a_later_process_on_the_same_machine(fresh_routes, tmp_path,
+                                                                                  monkeypatch):
+    path = tmp_path / "routes.json"
+    monkeypatch.setenv("RANKME_FAST_CPU_ROUTES", str(path))
+    first = cpu_dispatch.route_for("float32", "fast", 100)
+    kept = json.loads(path.read_text())
+    assert kept["routes"]["float32/fast/1"]["kernel"] == first.kernel and kept["machine"]["variants"]
+    cpu_dispatch.forget()  # as a new process: nothing measured in memory
+
+    def no_measuring(*args):
+        raise AssertionError("a route kept on disk was measured again")
+
+    monkeypatch.setattr(cpu_dispatch, "_measure", no_measuring)
+    again = cpu_dispatch.route_for("float32", "fast", 100)
+    assert (again.kernel, again.code, again.seconds) == (first.kernel, first.code, first.seconds)
+    kept["machine"]["cpu"] = "another CPU"
+    path.write_text(json.dumps(kept))
+    cpu_dispatch.forget()
+    with pytest.raises(AssertionError, match="measured again"):  # another machine's file: measured afresh
+        cpu_dispatch.route_for("float32", "fast", 100)
+    path.write_text("{not json")
+    cpu_dispatch.forget()
+    monkeypatch.undo()
+    monkeypatch.setenv("RANKME_FAST_CPU_ROUTES", str(path))
+    assert cpu_dispatch.route_for("float32", "fast", 100).seconds  # unreadable: measured and rewritten
+    assert json.loads(path.read_text())["routes"]
