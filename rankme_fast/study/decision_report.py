@@ -106,6 +106,8 @@ def trajectory_section(analysis: dict[str, Any], accuracy_seed_sd: float | None 
            "clean split |", "|---|---|---|"]  # fmt: skip
     for name in ("alpha_N", "alpha_D", "L_inf"):
         md.append(f"| L(N, D): {name} | {_law(grid['study_loss_law'], name)} | {_law(grid['loss_law'], name)} |")
+    md.append(f"| mean accuracy = a·RankMe^b over the grid: b | {_law(grid.get('study_quality_law', {}), 'b')} | "
+              f"{_law(grid.get('quality_law', {}), 'b')} |")
     for key, label in (("rankme", "ρ(clip RankMe, accuracy)"), ("negative_loss", "ρ(−held-out loss, accuracy)")):
         md.append(f"| {label} | {_rho(grid['study_ranking'], key)} | {_rho(grid['ranking'], key)} |")
     change = grid["mean_abs_change"]

@@ -12,7 +12,7 @@ import numpy as np
 
 from rankme_fast.scaling.ranks import spearman
 from rankme_fast.study.presets import StudyPreset
-from rankme_fast.study.study_fits import grid_rows, loss_law, ranking
+from rankme_fast.study.study_fits import grid_rows, loss_law, quality_laws, ranking
 
 FRACTIONS = (0.1, 0.25)
 # criterion → (column of a checkpoint, +1 to pick the largest, −1 the smallest)
@@ -111,8 +111,9 @@ def grid_conclusions(
     records: list[dict[str, Any]], study: list[dict[str, Any]], fits: dict[str, Any], preset: StudyPreset,
     bootstrap: int,
 ) -> dict[str, Any]:
-    """L(N, D) and the RankMe-vs-accuracy ranking refitted on the clean-split runs, next to the
-    study's (same cells, early stopping on probe audio), and each cell's change."""
+    """L(N, D), the quality law (mean accuracy = a·RankMe^b) and the RankMe-vs-accuracy ranking
+    refitted on the clean-split runs, next to the study's on the same grid cells (early stopping
+    on probe audio), and each cell's change."""
     clean = loss_law(records, preset, bootstrap)
     before = {r["id"]: r for r in grid_rows(study, preset)}
     changes = [{"id": r["id"], "loss": r["held_out_loss"] - before[r["id"]]["held_out_loss"],
@@ -120,7 +121,11 @@ def grid_conclusions(
                 "best_step": r["best_step"] - before[r["id"]]["best_step"]}
                for r in grid_rows(records, preset) if r["id"] in before]  # fmt: skip
     keys = ("params", "ci", "r2_log", "pinned")
+    quality = quality_laws(grid_rows(records, preset), [], bootstrap).get("trained/clip_rankme/mean", {})
+    study_quality = quality_laws(grid_rows(study, preset), [], bootstrap).get("trained/clip_rankme/mean", {})
     return {"loss_law": {k: clean.get(k) for k in keys}, "study_loss_law": {k: fits["loss_law"].get(k) for k in keys},
+            "quality_law": {k: quality.get(k) for k in keys},
+            "study_quality_law": {k: study_quality.get(k) for k in keys},
             "ranking": ranking(records, preset), "study_ranking": fits.get("ranking", {}),
             "changes": changes,
             "mean_abs_change": {k: float(np.mean([abs(c[k]) for c in changes])) if changes else None
