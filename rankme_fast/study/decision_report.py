@@ -61,6 +61,33 @@ def plot_extrapolation(result: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def decision_findings(fits: dict[str, Any]) -> list[str]:
+    """The findings lines of the trajectory and extrapolation parts, from their numbers."""
+    lines = []
+    analysis = fits.get("trajectory", {})
+    if "early" in analysis:
+        early, inside, models = analysis["early"], analysis["checkpoints"]["cost"], analysis["models"]["cost"]
+        lines.append(
+            f"Choosing without labels ({analysis['runs']} grid runs, early stopping on audio apart from the probe "
+            f"clips): at 10 % of each run, clip RankMe ranks the runs' final accuracy with ρ = "
+            f"{early['0.1']['rankme']['rho']:.2f} (validation loss: {early['0.1']['validation_loss']['rho']:.2f}); "
+            f"inside a run, the checkpoint of highest RankMe gives up {inside['rankme']['mean']:.4f} mean accuracy "
+            f"on average (worst {inside['rankme']['max']:.4f}) against the best probed checkpoint, the lowest "
+            f"validation loss {inside['validation_loss']['mean']:.4f}, one at random "
+            f"{inside['chance']['mean']:.4f}; across runs at a compute budget, RankMe gives up "
+            f"{models['rankme']['mean']:.4f} on average (worst {models['rankme']['max']:.4f}), the validation loss "
+            f"{models['validation_loss']['mean']:.4f}, chance {models['chance']['mean']:.4f}.")  # fmt: skip
+    result = fits.get("extrapolation", {})
+    if result.get("trained"):
+        misses = [f"width {c['width']} at {c['data_seconds']:g} s ({c['error']:+.1%})" for c in result["cells"]
+                  if "actual" in c and not c["inside"]]  # fmt: skip
+        lines.append(
+            f"Pre-registered extrapolation of L(N, D): {result['inside']} of {result['trained']} cells trained so far "
+            f"(of {len(result['cells'])} registered) landed inside their {result['level']:.0%} prediction intervals"
+            + (f"; missed: {', '.join(misses)}" if misses else "") + ".")  # fmt: skip
+    return lines
+
+
 def trajectory_section(analysis: dict[str, Any], accuracy_seed_sd: float | None = None) -> list[str]:
     """Early prediction, checkpoint and model selection, and the grid on the clean split (with
     the seed noise of mean accuracy for scale, where measured)."""

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from rankme_fast.study.decision_report import (
+    decision_findings,
     extrapolation_section,
     plot_extrapolation,
     plot_trajectory,
@@ -326,6 +327,7 @@ def findings(fits: dict, tasks: list[str], records: list[dict] | None = None) ->
     lines += _ranking_findings(fits.get("ranking", {}), fits.get("quality_forms", {}))
     lines += _unification_findings(fits.get("unification", {}))
     lines += _noise_findings(fits.get("noise", {}))
+    lines += decision_findings(fits)
     return lines
 
 
