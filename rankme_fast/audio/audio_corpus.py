@@ -9,8 +9,10 @@ second state. Nothing N×D is kept unless a probe needs the clip embeddings.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from collections import deque
@@ -159,7 +161,8 @@ class AudioCorpus(Corpus):
         # as much CPU as decoding an hour of audio for a cheap encoder.
         context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
         try:
-            with ProcessPoolExecutor(self.options.workers, mp_context=context, initializer=_lower_priority) as pool:
+            with ProcessPoolExecutor(self.options.workers, mp_context=context, initializer=_worker_setup,
+                                     initargs=(os.getpid(),)) as pool:  # fmt: skip
                 yield self._decoded_by_workers(pool, tasks, blocks, capacity)
         finally:
             for block in blocks:
@@ -327,13 +330,21 @@ class AudioCorpus(Corpus):
         )  # fmt: skip
 
 
-def _lower_priority() -> None:
+def _worker_setup(job: int) -> None:
     """Decoding workers yield the CPU to the model: they fill the time it leaves, instead of
-    slowing it down (bench/README.md, the audio corpus)."""
+    slowing it down (bench/README.md, the audio corpus). On Linux they also die with the job:
+    a job killed outright (SIGKILL, the OOM killer) would otherwise leave its workers blocked on
+    their queue for good, and with them its shared blocks, which are freed only once every
+    process holding them has exited."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != job:  # the job died before the line above took effect
+            os._exit(1)
     if hasattr(os, "nice"):
         os.nice(DECODER_NICENESS)
 
 
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 _attached: dict[str, SharedMemory] = {}  # in a worker: the blocks it has written into
 
 

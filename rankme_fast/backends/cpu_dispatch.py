@@ -171,16 +171,26 @@ def _dtype_code(dtype: str) -> int:
     return int(getattr(native, f"DTYPE_{dtype.upper()}"))
 
 
+def tile_units() -> bool:
+    """Whether this process can run AMX-BF16 tiles (the CPU has them, the OS saves their state
+    and Linux granted tile data): where oneMKL's bfloat16 products can beat the built-in kernels."""
+    features = set(native.cpu_features().split())
+    return {"amx_bf16", "amx_permitted"} <= features
+
+
 def _candidates(dtype: str = "float32", precision: str = "exact") -> dict[str, int]:
     """Kernel name -> route code of every kernel that can run here (the SSE2 baseline only where
     nothing vectorised runs: it never beats AVX2), with oneMKL's bfloat16 product in fast mode
-    where it is installed: for bfloat16 as it is, for float32 and float16 as a split."""
+    where it is installed and the CPU has AMX tiles (for bfloat16 as it is, for float32 and
+    float16 as a split). Without tiles oneMKL's bfloat16 products lose to the built-in kernels
+    (bench/README.md), and loading the library would cost every process probe time and ~60 MB
+    of resident memory for nothing."""
     found = {f"tiled-{name}": index for index, (name, runs) in enumerate(native.cpu_isa_variants().items()) if runs}
     if len(found) > 1:
         found.pop("tiled-baseline", None)
     if native.blas is not None:
         found["blas"] = int(native.ROUTE_BLAS)
-    if precision == "fast" and mkl_bf16.unavailable_reason() is None:
+    if precision == "fast" and tile_units() and mkl_bf16.unavailable_reason() is None:
         if dtype == "bfloat16":
             found["mkl"] = ROUTE_MKL
         elif dtype in ("float32", "float16"):

@@ -152,6 +152,19 @@ def _metrics(path: Path) -> dict:
     return json.loads(path.read_text())[0]["result"]["metrics"]
 
 
+def _processes_mentioning(text: str) -> list[int]:
+    """Live (not zombie) processes whose command line holds `text` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            alive = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            if entry.name.isdigit() and alive and text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
 def test_resume_after_sigkill_gives_the_identical_result(tmp_path, corpus):
     """Killed as soon as its first checkpoint lands: the paced encoder leaves ~2 s of work."""
     paced = {"encoder": "paced_encoder:paced_log_mel"}
@@ -168,6 +181,10 @@ def test_resume_after_sigkill_gives_the_identical_result(tmp_path, corpus):
     killed.send_signal(signal.SIGKILL)
     killed.wait(30)
     assert state.exists() and not (tmp_path / "killed.json").exists()
+    deadline = time.time() + 10  # its decoding worker dies with it (else blocked on its queue for good)
+    while _processes_mentioning("killed.json") and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _processes_mentioning("killed.json")
     resumed = subprocess.run(_command(corpus, tmp_path / "resumed.json", "--checkpoint", str(state), "--resume",
                                       **paced), capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]

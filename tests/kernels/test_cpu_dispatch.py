@@ -116,6 +116,7 @@ def test_the_mkl_route_adds_the_lower_triangle_of_a_bfloat16_gram():
 
 @mkl_only
 def test_the_mkl_route_is_measured_and_taken_where_it_is_routed(fresh_routes, monkeypatch):
+    monkeypatch.setattr(cpu_dispatch, "tile_units", lambda: True)  # the wiring, on any CPU
     route = cpu_dispatch.route_for("bfloat16", "fast", 200)
     assert "mkl" in route.seconds  # a candidate, timed like the others
     cpu_dispatch.set_measuring(True)
@@ -126,6 +127,13 @@ def test_the_mkl_route_is_measured_and_taken_where_it_is_routed(fresh_routes, mo
     assert acc.gram().numpy() == pytest.approx((z.double().T @ z.double()).numpy(), rel=1e-4, abs=1e-2)
     centred = rf.GramAccumulator(precision="fast", centered=True).update(z)  # shifted: the built-in kernel
     assert centred.last_kernel != "mkl"
+
+
+def test_library_routes_are_candidates_only_where_the_cpu_has_tiles():
+    names = set(cpu_dispatch._candidates("float32", "fast")) | set(cpu_dispatch._candidates("bfloat16", "fast"))
+    expected = cpu_dispatch.tile_units() and mkl_bf16.unavailable_reason() is None
+    assert ({"mkl", "mkl-split"} <= names) == expected and (not names & {"mkl", "mkl-split"}) == (not expected)
+    assert not set(cpu_dispatch._candidates("float32", "exact")) & {"mkl", "mkl-split"}
 
 
 def _split_bound(z: np.ndarray) -> np.ndarray:
@@ -159,6 +167,7 @@ def test_the_split_route_keeps_its_bound_on_adversarial_inputs(case):
 
 @mkl_only
 def test_the_split_route_is_a_measured_candidate_and_taken_where_it_is_routed(fresh_routes, monkeypatch):
+    monkeypatch.setattr(cpu_dispatch, "tile_units", lambda: True)  # the wiring, on any CPU
     route = cpu_dispatch.route_for("float32", "fast", 200)
     assert "mkl-split" in route.seconds and "mkl-split" not in route.rejected
     assert "mkl-split" not in cpu_dispatch.route_for("float32", "exact", 200).seconds  # exact: never measured
