@@ -12,7 +12,7 @@ import torch
 
 from rankme_fast._inputs import KernelInput
 from rankme_fast._native import native, native_error
-from rankme_fast.backends import cpu_dispatch, mkl_bf16, self_check
+from rankme_fast.backends import cpu_dispatch, self_check
 
 _KERNELS = ("auto", "blas", "tiled")
 
@@ -55,15 +55,10 @@ class CpuBackend:
             shift_ptr = shift.data_ptr()
         if self.kernel == "auto":
             route = cpu_dispatch.route_for(matrix.dtype, precision, matrix.cols)  # measured on first use
-            if route.kernel == "mkl" and mkl_bf16.usable(matrix.data, shift):
-                mkl_bf16.add_gram(matrix.data, gram)
-                self._last_kernel = "mkl"
+            if cpu_dispatch.add_through_library(route, matrix.data, shift, gram):
+                self._last_kernel = route.kernel
                 return
-            if route.kernel == "mkl-split" and mkl_bf16.usable_split(matrix.data, shift):
-                mkl_bf16.add_gram_split(matrix.data, gram)
-                self._last_kernel = "mkl-split"
-                return
-            self._last_kernel = route.default if route.kernel.startswith("mkl") else route.kernel
+            self._last_kernel = route.default if route.code in cpu_dispatch.LIBRARY_ROUTES else route.kernel
         native.syrk_update(*_view(matrix), gram.data_ptr(), shift_ptr, precision == "fast", _kernel_code(self.kernel))
 
     def column_mean(self, matrix: KernelInput) -> torch.Tensor:

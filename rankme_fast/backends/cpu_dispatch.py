@@ -38,9 +38,11 @@ import torch
 from rankme_fast._native import native
 from rankme_fast.backends import mkl_bf16
 
-ROUTE_MKL = -3  # the oneMKL bfloat16 route, taken in cpu_backend (the C table keeps its default)
-ROUTE_MKL_SPLIT = -4  # float32/float16 through oneMKL as a bfloat16 split (hi, lo), also in cpu_backend
-LIBRARY_ROUTES = (ROUTE_MKL, ROUTE_MKL_SPLIT)
+ROUTE_MKL = -3  # the oneMKL bfloat16 route, taken on the Python side (the C table keeps its default)
+ROUTE_MKL_SPLIT = -4  # float32/float16 through oneMKL as a bfloat16 split (hi, lo), likewise
+# library route code -> (whether a batch can take it, what adds its Gram)
+LIBRARY_ROUTES = {ROUTE_MKL: (mkl_bf16.usable, mkl_bf16.add_gram),
+                  ROUTE_MKL_SPLIT: (mkl_bf16.usable_split, mkl_bf16.add_gram_split)}  # fmt: skip
 MARGIN = 0.15  # another kernel's median must be this much faster than the default's to take its place
 PROBE_WIDTH = (64, 256, 768, 1536)  # per width class
 PROBE_MULTIPLY_ADDS = 2e8  # of one probe update (lower triangle): a few ms at tens of GF/s
@@ -183,8 +185,8 @@ def _candidates(dtype: str = "float32", precision: str = "exact") -> dict[str, i
     nothing vectorised runs: it never beats AVX2), with oneMKL's bfloat16 product in fast mode
     where it is installed and the CPU has AMX tiles (for bfloat16 as it is, for float32 and
     float16 as a split). Without tiles oneMKL's bfloat16 products lose to the built-in kernels
-    (bench/README.md), and loading the library would cost every process probe time and ~60 MB
-    of resident memory for nothing."""
+    (bench/README.md), and loading the library would cost every process probe time and resident
+    memory for nothing."""
     found = {f"tiled-{name}": index for index, (name, runs) in enumerate(native.cpu_isa_variants().items()) if runs}
     if len(found) > 1:
         found.pop("tiled-baseline", None)
@@ -260,15 +262,22 @@ def _address(probe: object) -> int:
     return probe.data_ptr() if hasattr(probe, "data_ptr") else probe.ctypes.data
 
 
+def add_through_library(route: Route, matrix: object, shift: torch.Tensor | None, gram: torch.Tensor) -> bool:
+    """Add the batch's Gram through the route's library product when the route is one and the
+    batch can take it (False: the caller runs the built-in kernel)."""
+    usable, add = LIBRARY_ROUTES.get(route.code, (None, None))
+    if usable is None or not usable(matrix, shift):
+        return False
+    add(matrix, gram)
+    return True
+
+
 def run_route(probe: object, dtype: str, precision: str, code: int, gram: np.ndarray) -> None:
     """Add the Gram of `probe` (rows, cols; numpy, or torch for bfloat16) into `gram` through
     route `code`: a kernel of the C route table, ROUTE_UNSET (the feature-based one) or a
     library route."""
-    if code == ROUTE_MKL:
-        mkl_bf16.add_gram(probe, torch.from_numpy(gram))
-        return
-    if code == ROUTE_MKL_SPLIT:
-        mkl_bf16.add_gram_split(probe, torch.from_numpy(gram))
+    if code in LIBRARY_ROUTES:
+        LIBRARY_ROUTES[code][1](probe, torch.from_numpy(gram))
         return
     rows, cols = probe.shape
     native.syrk_update_with(_address(probe), _dtype_code(dtype), rows, cols, cols, 1, gram.ctypes.data, 0,

@@ -171,11 +171,11 @@ class RankMeCallback(Callback):
         except NothingSeenError:
             return
         rows = int(self.metric.count.sum())  # the local count (over blocks): compute() restores the unsynced state
-        values = {self.name + key[len("rankme"):]: v for key, v in value.items()} if isinstance(value, dict) else {
-            self.name: value}  # fmt: skip
-        for name, logged in values.items():
-            pl_module.log(name, logged, on_step=on_step, on_epoch=not on_step, batch_size=max(rows, 1))
-        ends = [float(values[self.name + end]) if self.name + end in values else None for end in ("_low", "_high")]
-        entry = LoggedRankMe(trainer.global_step, trainer.current_epoch, float(values[self.name]), rows, *ends)
-        self.history.append(entry)
+        values = value if isinstance(value, dict) else {"rankme": value}  # with ci: rankme, rankme_se, _low, _high
+        for key, logged in values.items():
+            pl_module.log(self.name + key.removeprefix("rankme"), logged, on_step=on_step, on_epoch=not on_step,
+                          batch_size=max(rows, 1))  # fmt: skip
+        ends = (values.get(f"rankme_{end}") for end in ("low", "high"))
+        self.history.append(LoggedRankMe(trainer.global_step, trainer.current_epoch, float(values["rankme"]), rows,
+                                         *(None if v is None else float(v) for v in ends)))  # fmt: skip
         self.metric.reset()

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Added:
     partial_r2: float  # share of the base model's residual variance the variable explains
     r2_base: float
     r2_full: float
-    detectable_r2: float = math.nan  # the partial R² this test finds with POWER at LEVEL (its power)
+    detectable_r2: float  # the partial R² this test finds with POWER at LEVEL (its power)
 
     def unified(self, level: float = 0.05) -> bool:
         """No evidence (after Holm's correction) that the variable matters beyond RankMe."""
@@ -94,17 +94,13 @@ LEVEL, POWER = 0.05, 0.8
 def detectable_partial_r2(columns: int, dof: int, level: float = LEVEL, power: float = POWER) -> float:
     """The partial R² an F-test of `columns` added columns with `dof` residual degrees of freedom
     detects with probability `power` at `level`: noncentral F with λ = f²·(columns + dof + 1),
-    f² = R²/(1 − R²) (Cohen's effect size), solved for R² by bisection."""
+    f² = R²/(1 − R²) (Cohen's effect size), solved for R² (Brent's method)."""
     critical = stats.f.isf(level, columns, dof)
-    low, high = 0.0, 1.0 - 1e-12
-    for _ in range(80):
-        middle = (low + high) / 2
-        effect = middle / (1 - middle)
-        if stats.ncf.sf(critical, columns, dof, effect * (columns + dof + 1)) < power:
-            low = middle
-        else:
-            high = middle
-    return high
+
+    def shortfall(r2: float) -> float:
+        return stats.ncf.sf(critical, columns, dof, r2 / (1 - r2) * (columns + dof + 1)) - power
+
+    return float(optimize.brentq(shortfall, 1e-12, 1 - 1e-12, xtol=1e-12))
 
 
 def unification_test(quality: Any, rankme: Any, variables: Mapping[str, Sequence[Any]]) -> dict[str, Added | str]:

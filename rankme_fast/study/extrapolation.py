@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from rankme_fast.audio.models import AudioModel
 from rankme_fast.audio.pretrain import FrameCorpus
 from rankme_fast.scaling import fit
 from rankme_fast.study.presets import RunSpec, StudyPreset
-from rankme_fast.study.runner import StudyData, run_training
+from rankme_fast.study.runner import StudyData, run_resumable, write_json
 from rankme_fast.study.study_fits import compute_curve, grid_rows
 
 LEVEL = 0.95
@@ -68,7 +67,7 @@ def write_predictions(folder: Path, predictions: dict[str, Any]) -> Path:
         raise ValueError(f"{path} exists: predictions are registered once, before training; remove it by hand "
                          "only to register new ones (and commit them before training)")  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(predictions, indent=1) + "\n")
+    write_json(path, predictions)
     return path
 
 
@@ -91,13 +90,8 @@ def train(preset: StudyPreset, data: StudyData, out: Path, say: Any = print) -> 
         raise ValueError(f"no registered predictions at {path}: write them first (rankme-fast study --predict) "
                          "and commit them before training")  # fmt: skip
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    data = larger_pool(preset, data)
-    records = []
-    for spec in cells(preset):
-        record = run_training(spec, data, folder, extra={"predictions_sha256": digest})
-        say(f"[extrapolation] {spec.id:66s} loss {record['held_out_loss']:.4f} ({record['pretrain_seconds']:.0f} s)")
-        records.append(record)
-    return records
+    return run_resumable(cells(preset), larger_pool(preset, data), folder, "extrapolation", say,
+                         extra={"predictions_sha256": digest})  # fmt: skip
 
 
 def score(predictions: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import torch
 
 from rankme_fast.audio.models import AudioModel, ModelEncoder
 from rankme_fast.study.presets import StudyPreset
-from rankme_fast.study.runner import StudyData, evaluate, run_training
+from rankme_fast.study.runner import StudyData, evaluate, run_resumable, write_json
 
 MEASURES = ("held_out_loss", "clip_rankme", "mean_accuracy")
 
@@ -31,29 +30,8 @@ def run_noise(
     the untrained encoders; finished ones are read back. With `minutes`, no new replicate starts
     after that long: the rest is left for a later call (the report shows what is done)."""
     folder = out / "noise"
-    began = time.perf_counter()
-    records = [_untrained(width, preset, data, folder, say) for width in preset.widths]
-    specs = preset.noise_runs(seeds)
-    left = 0
-    for index, spec in enumerate(specs, 1):
-        done = (folder / "runs" / f"{spec.id}.json").exists()
-        if not done and minutes is not None and time.perf_counter() - began >= 60 * minutes:
-            left += 1  # left for a later call
-            continue
-        started = time.perf_counter()
-        record = run_training(spec, data, folder)
-        say(f"[noise {index:2d}/{len(specs)}] {spec.id:66s} loss {record['held_out_loss']:.4f} "
-            f"RankMe {record['clip_rankme']:6.1f} acc {record['mean_accuracy']:.3f}"
-            + (" (done before)" if done else f" {time.perf_counter() - started:5.0f} s"))  # fmt: skip
-        records.append(record)
-    if left:
-        say(f"[noise] {left} replicates left for a later call (--noise-minutes {minutes:g})")
-    return records
-
-
-def read_back(folder: Path) -> list[dict[str, Any]]:
-    """The finished runs under `folder/runs/` (none if it does not exist), in name order."""
-    return [json.loads(path.read_text()) for path in sorted((folder / "runs").glob("*.json"))]
+    untrained = [_untrained(width, preset, data, folder, say) for width in preset.widths]
+    return untrained + run_resumable(preset.noise_runs(seeds), data, folder, "noise", say, minutes=minutes)
 
 
 def _untrained(width: int, preset: StudyPreset, data: StudyData, folder: Path, say: Any) -> dict[str, Any]:
@@ -69,7 +47,7 @@ def _untrained(width: int, preset: StudyPreset, data: StudyData, folder: Path, s
     record = {"id": name, "family": "untrained", "name": name, "width": width, "n_params": model.n_params,
               **evaluate(ModelEncoder(model, name=name), data.benchmark)}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, default=float) + "\n")
+    write_json(path, record)
     say(f"[noise] untrained width {width:4d}: RankMe {record['clip_rankme']:6.1f} acc {record['mean_accuracy']:.3f}")
     return record
 
@@ -77,13 +55,8 @@ def _untrained(width: int, preset: StudyPreset, data: StudyData, folder: Path, s
 def seed_spread(records: list[dict[str, Any]], replicates: list[dict[str, Any]]) -> dict[str, Any]:
     """Per configuration with ≥ 2 seeds: each measure's mean and standard deviation over the
     seeds (seed 0 from the main runs), and the median SD over configurations."""
-    by_config: dict[str, list[dict[str, Any]]] = {}
-    for record in [*records, *replicates]:
-        if record.get("family") != "trained":
-            continue
-        by_config.setdefault(_without_seed(record["id"]), []).append(record)
     cells = {}
-    for config, runs in by_config.items():
+    for config, runs in _by_config(records, replicates).items():
         if len(runs) < 2:
             continue
         cells[config] = {"seeds": sorted(int(r["training"]["seed"]) for r in runs)} | {
@@ -100,15 +73,8 @@ def seed_spread(records: list[dict[str, Any]], replicates: list[dict[str, Any]])
 def seed_means(records: list[dict[str, Any]], replicates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per trained configuration: clip RankMe and every accuracy averaged over its
     seeds (seed 0 from the main runs), `seeds` saying how many; other columns from seed 0."""
-    by_config: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        if record.get("family") == "trained":
-            by_config[_without_seed(record["id"])] = [record]
-    for record in replicates:
-        if record.get("family") == "trained" and _without_seed(record["id"]) in by_config:
-            by_config[_without_seed(record["id"])].append(record)
     means = []
-    for runs in by_config.values():
+    for runs in _by_config(records, replicates).values():
         averaged = {key: float(np.mean([r[key] for r in runs])) for key in runs[0]
                     if key == "clip_rankme" or key.startswith("accuracy_") or key == "mean_accuracy"}  # fmt: skip
         means.append(runs[0] | averaged | {"seeds": len(runs)})
@@ -133,6 +99,15 @@ def against_seeds(groups: dict[str, list[dict[str, Any]]], floor: dict[str, Any]
                     call[measure] |= {"twice_seed_sd": noise, "beyond": abs(difference) > noise}
             calls.append(call)
     return calls
+
+
+def _by_config(records: list[dict[str, Any]], replicates: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The trained runs grouped by configuration (the id without its seed), main runs first."""
+    by_config: dict[str, list[dict[str, Any]]] = {}
+    for record in [*records, *replicates]:
+        if record.get("family") == "trained":
+            by_config.setdefault(_without_seed(record["id"]), []).append(record)
+    return by_config
 
 
 def _without_seed(run_id: str) -> str:

@@ -18,9 +18,9 @@ import rankme_fast
 from rankme_fast.study import extrapolation
 from rankme_fast.study.extrapolation import write_predictions
 from rankme_fast.study.layerwise import run_layerwise
-from rankme_fast.study.noise_floor import against_seeds, read_back, run_noise, seed_means, seed_spread
+from rankme_fast.study.noise_floor import against_seeds, run_noise, seed_means, seed_spread
 from rankme_fast.study.presets import StudyPreset, get_preset
-from rankme_fast.study.runner import StudyData, run_all
+from rankme_fast.study.runner import StudyData, read_back, run_all
 from rankme_fast.study.study_fits import analyse, grid_rows, unification, variable_rows
 from rankme_fast.study.study_report import write_report
 from rankme_fast.study.trajectory import run_trajectories

@@ -67,14 +67,15 @@ class StudyPreset:
     extrapolation: tuple[tuple[int, float], ...] = ()
     extrapolation_pool_seeds: tuple[int, ...] = ()
 
+    def grid(self) -> list[RunSpec]:
+        """The (width × data) grid, smallest first."""
+        return [RunSpec(dataclasses.replace(self.base, width=w), self.training, d)
+                for w in self.widths for d in self.data_seconds]  # fmt: skip
+
     def runs(self) -> list[RunSpec]:
         """Grid first (small to large), then each sweep at the base width and the most data;
         a configuration that two parts share is run once."""
-        specs: dict[str, RunSpec] = {}
-        for width in self.widths:
-            for seconds in self.data_seconds:
-                spec = RunSpec(dataclasses.replace(self.base, width=width), self.training, seconds)
-                specs.setdefault(spec.id, spec)
+        specs: dict[str, RunSpec] = {spec.id: spec for spec in self.grid()}
         most = max(self.data_seconds)
         for variable, values in self.sweeps.items():
             if variable not in SWEEPS:
@@ -94,8 +95,7 @@ class StudyPreset:
         corner cells (its three largest widths × its three largest amounts of data) and every
         sweep run, each with each of `seeds`."""
         widths, seconds = sorted(self.widths)[-3:], sorted(self.data_seconds)[-3:]
-        grid = {RunSpec(dataclasses.replace(self.base, width=w), self.training, d).id
-                for w in self.widths for d in self.data_seconds}  # fmt: skip
+        grid = {spec.id for spec in self.grid()}
         corner = lambda s: s.encoder.width in widths and s.data_seconds in seconds  # noqa: E731
         chosen = [s for s in self.runs() if s.id not in grid or corner(s)]
         return [RunSpec(s.encoder, dataclasses.replace(s.training, seed=seed), s.data_seconds)

@@ -90,7 +90,7 @@ def evaluate(encoder: AudioEncoder, benchmark: Benchmark) -> dict[str, Any]:
     return row
 
 
-def _write(path: Path, record: dict[str, Any]) -> None:
+def write_json(path: Path, record: dict[str, Any]) -> None:
     """Write JSON atomically (a crash leaves the old file or the new one, never half of one)."""
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(record, indent=1, default=float) + "\n")
@@ -148,8 +148,37 @@ def run_training(
         record["trajectory"] = result.observations
     record.update(evaluate(ModelEncoder(result.model, name=spec.id), data.benchmark))
     record.update(extra or {})
-    _write(path, record)
+    write_json(path, record)
     return record
+
+
+def run_resumable(
+    specs: list[RunSpec], data: StudyData, folder: Path, label: str, say: Callable[[str], None] = print, *,
+    minutes: float | None = None, observe: Callable[[int, AudioModel], dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Train and evaluate `specs` into `folder` (finished runs read back), a line per run; with
+    `minutes`, no new run starts after that long: the rest is left for a later call."""
+    began, records, left = time.perf_counter(), [], 0
+    for index, spec in enumerate(specs, 1):
+        done = (folder / "runs" / f"{spec.id}.json").exists()
+        if not done and minutes is not None and time.perf_counter() - began >= 60 * minutes:
+            left += 1
+            continue
+        started = time.perf_counter()
+        record = run_training(spec, data, folder, observe=observe, extra=extra)
+        took = " (done before)" if done else f" {time.perf_counter() - started:5.0f} s"
+        say(f"[{label} {index:2d}/{len(specs)}] {spec.id:66s} loss {record['held_out_loss']:.4f} "
+            f"RankMe {record['clip_rankme']:6.1f} acc {record['mean_accuracy']:.3f}{took}")  # fmt: skip
+        records.append(record)
+    if left:
+        say(f"[{label}] {left} runs left for a later call (--{label}-minutes {minutes:g})")
+    return records
+
+
+def read_back(folder: Path) -> list[dict[str, Any]]:
+    """The finished runs under `folder/runs/` (none if it does not exist), in name order."""
+    return [json.loads(path.read_text()) for path in sorted((folder / "runs").glob("*.json"))]
 
 
 def run_pretrained(name: str, data: StudyData, out: Path) -> dict[str, Any] | None:
@@ -172,7 +201,7 @@ def run_pretrained(name: str, data: StudyData, out: Path) -> dict[str, Any] | No
         **evaluate(encoder, data.benchmark),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write(path, record)
+    write_json(path, record)
     return record
 
 

@@ -20,8 +20,8 @@ from rankme_fast.audio import Benchmark, make_benchmark, probe
 from rankme_fast.audio.features import MelConfig, MelSpectrogram
 from rankme_fast.audio.models import AudioModel
 from rankme_fast.audio.pretrain import FrameCorpus
-from rankme_fast.study.presets import RunSpec, StudyPreset
-from rankme_fast.study.runner import StudyData, run_training
+from rankme_fast.study.presets import StudyPreset
+from rankme_fast.study.runner import StudyData, run_resumable
 
 VALIDATION_SEED = 1000  # the rendering the early-stopping audio comes from: no probe clip, no pool clip
 
@@ -90,12 +90,6 @@ def clean_split(preset: StudyPreset, data: StudyData, progress: bool = False) ->
     return dataclasses.replace(data, validation=FrameCorpus.from_waves(waves, data.benchmark.sr))
 
 
-def grid_runs(preset: StudyPreset) -> list[RunSpec]:
-    """The preset's (width × data) grid, smallest first."""
-    return [RunSpec(dataclasses.replace(preset.base, width=w), preset.training, d)
-            for w in preset.widths for d in preset.data_seconds]  # fmt: skip
-
-
 def run_trajectories(
     preset: StudyPreset, data: StudyData, out: Path, say: Any = print, minutes: float | None = None
 ) -> list[dict[str, Any]]:
@@ -103,23 +97,7 @@ def run_trajectories(
     `minutes`, no new run starts after that long: the rest is left for a later call."""
     if preset.training.patience is None:
         raise ValueError(f"preset {preset.name!r} trains for a fixed number of steps: no checks to observe")
-    folder = out / "trajectory"
-    clean = clean_split(preset, data)
-    audio = ProbeAudio(data.benchmark)
-    observer = Observer(audio, frozenset(probe_steps(preset.training.eval_every, preset.training.steps)))
-    began, records, left = time.perf_counter(), [], 0
-    specs = grid_runs(preset)
-    for index, spec in enumerate(specs, 1):
-        done = (folder / "runs" / f"{spec.id}.json").exists()
-        if not done and minutes is not None and time.perf_counter() - began >= 60 * minutes:
-            left += 1
-            continue
-        started = time.perf_counter()
-        record = run_training(spec, clean, folder, observe=observer)
-        took = " (done before)" if done else f" {time.perf_counter() - started:5.0f} s"
-        say(f"[trajectory {index:2d}/{len(specs)}] {spec.id:66s} checks {len(record['trajectory']):3d} "
-            f"acc {record['mean_accuracy']:.3f}{took}")  # fmt: skip
-        records.append(record)
-    if left:
-        say(f"[trajectory] {left} runs left for a later call (--trajectory-minutes {minutes:g})")
-    return records
+    observer = Observer(ProbeAudio(data.benchmark),
+                        frozenset(probe_steps(preset.training.eval_every, preset.training.steps)))  # fmt: skip
+    return run_resumable(preset.grid(), clean_split(preset, data), out / "trajectory", "trajectory", say,
+                         minutes=minutes, observe=observer)  # fmt: skip

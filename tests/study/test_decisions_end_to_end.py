@@ -9,8 +9,7 @@ import json
 import pytest
 
 from rankme_fast.study import get_preset, run_study
-from rankme_fast.study.noise_floor import read_back
-from rankme_fast.study.runner import StudyData
+from rankme_fast.study.runner import StudyData, read_back
 from rankme_fast.study.trajectory import run_trajectories
 
 
