@@ -3,9 +3,10 @@
 End to end: rf.rankme (exact, fast) vs torch.linalg.svdvals fp32, numpy.linalg.svd fp64 and
 plain torch Z.T @ Z + eigvalsh. Gram step alone: the C++ kernel (BLAS and tiled, exact and
 fast) vs torch.mm(Z.T, Z) fp32 and the float64 route Zd = Z.double(); Zd.T @ Zd; bfloat16
-input (fast) vs torch's bf16 Zb.T @ Zb; the AVX2 variant forced vs OpenBLAS. Peak: each
-compiled variant's multiply-add unit (float64 and float32 FMA, bfloat16 dot), measured here,
-and each kernel's rate as a fraction of its unit's peak.
+input (fast) vs torch's bf16 Zb.T @ Zb; the AVX2 variant forced vs OpenBLAS; on CPUs with AMX
+tiles, the amx variant forced (bf16 input, and fp32 through the bf16 split). Peak: each
+compiled variant's multiply-add unit (float64 and float32 FMA, bfloat16 dot, bfloat16 tile
+product), measured here, and each kernel's rate as a fraction of its unit's peak.
 Writes bench/results/cpu-<date>.json and prints markdown tables.
 
     python bench/bench_cpu.py [--rows 25600] [--dim 2048] [--rounds 5]
@@ -66,10 +67,11 @@ def gram_with(kernel: str, precision: str, z: torch.Tensor, isa: str | None = No
 
 
 def unit_peaks(seconds: float) -> dict[str, dict[str, float]]:
-    """GFLOP/s of each runnable variant's float64 FMA, float32 FMA and bfloat16 dot product."""
+    """GFLOP/s of each runnable variant's float64 FMA, float32 FMA, bfloat16 dot product and
+    bfloat16 tile product (TDPBF16PS: the amx variant only; 0 elsewhere)."""
     runnable = [name for name, runs in cpu_info()["variants"].items() if runs]
-    return {isa: {kind: rf._C.cpu_peak_gflops(isa, kind, seconds) for kind in ("fp64", "fp32", "bf16")}
-            for isa in runnable}  # fmt: skip
+    kinds = ("fp64", "fp32", "bf16", "tile-bf16")
+    return {isa: {kind: rf._C.cpu_peak_gflops(isa, kind, seconds) for kind in kinds} for isa in runnable}
 
 
 def torch_gram_eig_rankme(z: torch.Tensor) -> float:
@@ -151,6 +153,10 @@ def main() -> None:
         gram_step[f"C++ {kernel} exact"] = gram_with(kernel, "exact", z)
         gram_step[f"C++ {kernel} fast"] = gram_with(kernel, "fast", z)
     gram_step["C++ tiled fast bf16"] = gram_with("tiled", "fast", zb)
+    has_tiles = cpu_info()["variants"].get("amx", False)
+    if has_tiles:  # the tile kernel forced, next to what the measured dispatch picks
+        gram_step["C++ tiled-amx fast bf16"] = gram_with("tiled", "fast", zb, isa="amx")
+        gram_step["C++ tiled-amx fast"] = gram_with("tiled", "fast", z, isa="amx")
     has_avx2 = cpu_info()["variants"].get("avx2", False)
     if has_avx2:
         gram_step["C++ tiled-avx2 exact"] = gram_with("tiled", "exact", z, isa="avx2")
@@ -178,6 +184,11 @@ def main() -> None:
         "C++ fast Gram vs torch.mm fp32": med["torch.mm(Z.T, Z) fp32"] / med[f"C++ {best} fast"],
         "C++ fast Gram, bf16 input, vs torch bf16 Zb.T@Zb": med["torch Zb.T@Zb bf16"] / med["C++ tiled fast bf16"],
     }
+    if has_tiles:
+        ratios["amx tiles fast Gram, bf16 input, vs torch bf16 Zb.T@Zb"] = (
+            med["torch Zb.T@Zb bf16"] / med["C++ tiled-amx fast bf16"])  # fmt: skip
+        ratios["amx tiles fast Gram (bf16 split) vs torch.mm fp32"] = (
+            med["torch.mm(Z.T, Z) fp32"] / med["C++ tiled-amx fast"])  # fmt: skip
     if has_avx2 and "C++ blas exact" in med:
         ratios["AVX2 variant exact vs OpenBLAS dsyrk"] = med["C++ blas exact"] / med["C++ tiled-avx2 exact"]
         ratios["AVX2 variant fast vs OpenBLAS ssyrk"] = med["C++ blas fast"] / med["C++ tiled-avx2 fast"]
@@ -186,6 +197,7 @@ def main() -> None:
         "C++ tiled exact": (in_use, "fp64"), "C++ tiled fast": (in_use, "fp32"),
         "C++ tiled fast bf16": (in_use, "bf16" if in_use == "avx512bf16" else "fp32"),
         "C++ tiled-avx2 exact": ("avx2", "fp64"), "C++ tiled-avx2 fast": ("avx2", "fp32"),
+        "C++ tiled-amx fast bf16": ("amx", "tile-bf16"), "C++ tiled-amx fast": ("amx", "tile-bf16"),
     }
     useful_flops = n * d * (d + 1)
     fraction_of_peak = {
@@ -242,9 +254,9 @@ def main() -> None:
     print("\n| ratio (median over median) | x |\n|---|---:|")
     for name, ratio in ratios.items():
         print(f"| {name} | {ratio:.2f} |")
-    print("\n| variant | fp64 FMA GF/s | fp32 FMA GF/s | bf16 dot GF/s |\n|---|---:|---:|---:|")
+    print("\n| variant | fp64 FMA GF/s | fp32 FMA GF/s | bf16 dot GF/s | bf16 tile GF/s |\n|---|---:|---:|---:|---:|")
     for isa, rates in peaks.items():
-        print(f"| {isa} | {rates['fp64']:.0f} | {rates['fp32']:.0f} | {rates['bf16']:.0f} |")
+        print(f"| {isa} | {rates['fp64']:.0f} | {rates['fp32']:.0f} | {rates['bf16']:.0f} | {rates['tile-bf16']:.0f} |")
     print("\n| kernel | variant | unit | useful GF/s | of unit peak |\n|---|---|---|---:|---:|")
     for name, row in fraction_of_peak.items():
         print(f"| {name} | {row['variant']} | {row['unit']} | {row['useful_gflops']:.0f} | {row['fraction']:.0%} |")

@@ -65,8 +65,8 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "cpu_peak_gflops",
       [](const std::string& name, const std::string& kind, double seconds) {
-        const int32_t code = kind == "fp64" ? 0 : kind == "fp32" ? 1 : kind == "bf16" ? 2 : -1;
-        if (code < 0) throw py::value_error("kind must be 'fp64', 'fp32' or 'bf16'");
+        const int32_t code = kind == "fp64" ? 0 : kind == "fp32" ? 1 : kind == "bf16" ? 2 : kind == "tile-bf16" ? 3 : -1;
+        if (code < 0) throw py::value_error("kind must be 'fp64', 'fp32', 'bf16' or 'tile-bf16'");
         for (int i = 0; i < rf_cpu_isa_count(); ++i) {
           if (name != rf_cpu_isa_name(i)) continue;
           double rate;
@@ -129,6 +129,32 @@ PYBIND11_MODULE(_C, m) {
       py::arg("data"), py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"),
       py::arg("col_stride"), py::arg("gram"), py::arg("shift"), py::arg("fast"), py::arg("route"),
       "syrk_update through one route: a variant index, ROUTE_BLAS, or ROUTE_UNSET (the default).");
+  m.def(
+      "cpu_tile_check",
+      [](bool force) {
+        py::gil_scoped_release release;  // may wait for a forked child
+        return std::string(rf_cpu_tile_check(force ? 1 : 0));
+      },
+      py::arg("force") = false,
+      "The amx variant's self-test in a forked child: 'passed', or why it may not run ('not run: ...' "
+      "where tiles are not offered; force=True runs the child anyway).");
+  m.def(
+      "tile_emulated_update",
+      [](uintptr_t data, int32_t dtype, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride,
+         uintptr_t gram, uintptr_t shift) {
+        const rf_matrix_view view = make_view(data, dtype, rows, cols, row_stride, col_stride);
+        char err[512] = {0};
+        int status;
+        {
+          py::gil_scoped_release release;
+          status = rf_cpu_tile_emulated_update(&view, reinterpret_cast<const double*>(shift),
+                                               reinterpret_cast<double*>(gram), err, sizeof err);
+        }
+        check(status, err);
+      },
+      py::arg("data"), py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"),
+      py::arg("col_stride"), py::arg("gram"), py::arg("shift") = 0,
+      "The amx variant's fast-mode update with the tile instruction done in software (any CPU; slow).");
   m.def("width_class", &rf_cpu_width_class, py::arg("cols"), "The width class of a Gram of `cols` columns (0-3).");
   m.def(
       "set_route",

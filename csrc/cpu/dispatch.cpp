@@ -4,7 +4,9 @@
 // what can run, then routes calls to the best variant, or to one chosen by name
 // (rf_cpu_select_isa, from RANKME_FAST_CPU_ISA in the Python layer).
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -13,7 +15,10 @@
 #define RF_X86_64 1
 #endif
 #if defined(__linux__) && defined(RF_X86_64)
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #endif
 
@@ -29,6 +34,7 @@ struct Features {
        amx_bf16 = false, amx_int8 = false;
   bool os_avx = false, os_avx512 = false, os_amx = false;  // register state saved by the OS
   bool amx_permitted = false;                              // Linux granted tile data to this process
+  bool tiles_emulated = false;                             // RANKME_FAST_TILES=emulated: software tiles
   std::string names;                                       // space-separated, what was found
 };
 
@@ -85,6 +91,11 @@ Features detect() {
   if (__get_cpuid(0x80000001, &a, &b, &c, &d)) f.lzcnt = c & (1u << 5);
   if (f.amx_tile && f.os_amx) f.amx_permitted = request_amx_permission();
 #endif
+#ifdef RF_HAVE_AMX
+  const char* tiles = std::getenv("RANKME_FAST_TILES");
+  f.tiles_emulated = tiles && std::strcmp(tiles, "emulated") == 0;
+  isa_amx::use_emulated_tiles(f.tiles_emulated);
+#endif
   const std::pair<const char*, bool> named[] = {
       {"sse2", f.sse2}, {"avx", f.avx}, {"fma", f.fma}, {"f16c", f.f16c}, {"movbe", f.movbe}, {"avx2", f.avx2},
       {"bmi1", f.bmi1}, {"bmi2", f.bmi2}, {"lzcnt", f.lzcnt}, {"avx512f", f.avx512f}, {"avx512dq", f.avx512dq},
@@ -112,9 +123,61 @@ bool can_run_avx512(const Features& f) {
 }
 bool can_run_avx512bf16(const Features& f) { return can_run_avx512(f) && f.avx512_bf16; }
 
+// Why this process may not run tiles ("" when cpuid, XCR0 and Linux all allow them).
+std::string tiles_missing(const Features& f) {
+  if (!f.amx_tile || !f.amx_bf16) return "the CPU has no AMX-BF16 tile units";
+  if (!f.os_amx) return "the OS does not save the tile registers (XCR0)";
+  if (!f.amx_permitted) return "Linux did not grant this process tile data (arch_prctl)";
+  if (!can_run_avx512bf16(f)) return "the CPU lacks the AVX-512 BF16 the rest of the variant uses";
+  return "";
+}
+
+#if defined(RF_HAVE_AMX) && defined(__linux__)
+// Runs the tile kernel's self-test in a forked child, so a kernel that faults on hardware the
+// tests never ran on (an unexpected tile configuration, say) kills the child, not the caller:
+// "passed" or what went wrong. The child restores the default fault handlers (Python's
+// faulthandler would print from them), writes no core file and gives up after 30 s.
+std::string tile_self_test_in_child() {
+  const pid_t pid = fork();
+  if (pid < 0) return "could not fork for the tile self-test";
+  if (pid == 0) {
+    for (int sig : {SIGILL, SIGSEGV, SIGBUS, SIGFPE, SIGABRT}) signal(sig, SIG_DFL);
+    const rlimit no_core{0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    alarm(30);
+    _exit(isa_amx::tile_self_test());
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR) return "lost the tile self-test's child";
+  if (WIFSIGNALED(status))
+    return std::string("the tile self-test died of signal ") + std::to_string(WTERMSIG(status)) + " (" +
+           strsignal(WTERMSIG(status)) + ")";
+  if (WEXITSTATUS(status) != 0) return "the tile self-test's sums were off";
+  return "passed";
+}
+
+const std::string& tile_check_result() {
+  static const std::string result = tile_self_test_in_child();
+  return result;
+}
+#endif
+
+// The amx variant: tiles allowed, and their self-test passed; or software tiles (tests).
+bool can_run_amx(const Features& f) {
+#if defined(RF_HAVE_AMX) && defined(__linux__)
+  if (f.tiles_emulated) return can_run_avx512bf16(f);
+  return tiles_missing(f).empty() && tile_check_result() == "passed";
+#else
+  (void)f;
+  return false;
+#endif
+}
+
 struct Variant {
   const char* name;
   bool (*can_run)(const Features&);
+  bool measured_only;  // never the default: taken only where the fast-mode dispatch measures it faster
   void (*update)(const rf_matrix_view&, const double*, double*, int32_t);
   const char* (*simd)();
   double (*peak)(int32_t, double);
@@ -123,12 +186,15 @@ struct Variant {
 bool always(const Features&) { return true; }
 // Ascending: each variant can run wherever the next one can.
 const Variant kVariants[] = {
-    {"baseline", always, isa_baseline::syrk_tiled_update, isa_baseline::tiled_simd, isa_baseline::peak_gflops},
+    {"baseline", always, false, isa_baseline::syrk_tiled_update, isa_baseline::tiled_simd, isa_baseline::peak_gflops},
 #ifdef RF_X86_64
-    {"avx2", can_run_avx2, isa_avx2::syrk_tiled_update, isa_avx2::tiled_simd, isa_avx2::peak_gflops},
-    {"avx512", can_run_avx512, isa_avx512::syrk_tiled_update, isa_avx512::tiled_simd, isa_avx512::peak_gflops},
-    {"avx512bf16", can_run_avx512bf16, isa_avx512bf16::syrk_tiled_update, isa_avx512bf16::tiled_simd,
+    {"avx2", can_run_avx2, false, isa_avx2::syrk_tiled_update, isa_avx2::tiled_simd, isa_avx2::peak_gflops},
+    {"avx512", can_run_avx512, false, isa_avx512::syrk_tiled_update, isa_avx512::tiled_simd, isa_avx512::peak_gflops},
+    {"avx512bf16", can_run_avx512bf16, false, isa_avx512bf16::syrk_tiled_update, isa_avx512bf16::tiled_simd,
      isa_avx512bf16::peak_gflops},
+#endif
+#ifdef RF_HAVE_AMX
+    {"amx", can_run_amx, true, isa_amx::syrk_tiled_update, isa_amx::tiled_simd, isa_amx::peak_gflops},
 #endif
 };
 constexpr int kVariantCount = sizeof(kVariants) / sizeof(kVariants[0]);
@@ -136,7 +202,7 @@ constexpr int kVariantCount = sizeof(kVariants) / sizeof(kVariants[0]);
 int best_variant() {
   int best = 0;
   for (int i = 0; i < kVariantCount; ++i)
-    if (kVariants[i].can_run(features())) best = i;
+    if (!kVariants[i].measured_only && kVariants[i].can_run(features())) best = i;
   return best;
 }
 
@@ -213,6 +279,20 @@ int rf_cpu_select_isa(const char* name, char* err, size_t err_len) {
   for (int i = 0; i < kVariantCount; ++i) known += (i ? ", " : "") + std::string(kVariants[i].name);
   std::snprintf(err, err_len, "unknown instruction set '%s'; built: %s", name, known.c_str());
   return 1;
+}
+
+const char* rf_cpu_tile_check(int force) {
+  static const std::string missing = "not run: " + rankme_fast::tiles_missing(rankme_fast::features());
+#if defined(RF_HAVE_AMX) && defined(__linux__)
+  static const std::string emulated = "not run: RANKME_FAST_TILES=emulated (the tile instructions run in software)";
+  if (rankme_fast::features().tiles_emulated && !force) return emulated.c_str();
+  if (force || missing == "not run: ") return rankme_fast::tile_check_result().c_str();
+#else
+  (void)force;
+  static const std::string not_built = "not run: this build has no tile kernel";
+  if (missing == "not run: ") return not_built.c_str();
+#endif
+  return missing.c_str();
 }
 
 double rf_cpu_isa_peak_gflops(int index, int32_t kind, double seconds) {

@@ -27,6 +27,13 @@ RF_DECLARE_TILED_VARIANT(isa_baseline)
 RF_DECLARE_TILED_VARIANT(isa_avx2)
 RF_DECLARE_TILED_VARIANT(isa_avx512)
 RF_DECLARE_TILED_VARIANT(isa_avx512bf16)
+#ifdef RF_HAVE_AMX
+RF_DECLARE_TILED_VARIANT(isa_amx)  // syrk_amx.cpp: tile_gram.h on the tile units
+namespace isa_amx {
+int tile_self_test();  // 0 when the tile kernel's sums are right (one thread, no OpenMP)
+void use_emulated_tiles(bool on);  // the tile instructions in software (RANKME_FAST_TILES=emulated)
+}
+#endif
 #undef RF_DECLARE_TILED_VARIANT
 
 // Rows per packed block: about 2*cols (so the buffer is O(cols^2), like the state), at least

@@ -17,7 +17,6 @@
 // measurement on AVX-512 (bench/README.md); the vector-extension code compiles to AVX2 or SSE2
 // with a smaller register tile.
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -33,6 +32,7 @@
 #endif
 
 #include "kernels.h"
+#include "unit_rate.h"
 
 #ifndef RF_ISA_NS
 #error "compile with -DRF_ISA_NS=<namespace of this instruction set> (see CMakeLists.txt)"
@@ -368,20 +368,7 @@ const char* tiled_simd() { return kSimdName; }
 double peak_gflops(int32_t kind, double seconds) {
   constexpr int kChains = 12;  // independent accumulators: more than latency x issue width
   auto run = [&](auto step, double flops_per_step_per_thread) {
-    int64_t steps = 1 << 14;
-    for (;;) {
-      const auto start = std::chrono::steady_clock::now();
-      int threads = 1;
-#pragma omp parallel
-      {
-#pragma omp single
-        threads = max_threads();
-        step(steps);
-      }
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (elapsed >= seconds || steps > (int64_t(1) << 40)) return threads * flops_per_step_per_thread * steps / elapsed / 1e9;
-      steps *= elapsed > 0 ? std::max<int64_t>(2, static_cast<int64_t>(seconds / elapsed * 1.2)) : 16;
-    }
+    return team_gflops(step, flops_per_step_per_thread, seconds, int64_t(1) << 14);
   };
   auto fma_chains = [&](auto zero) {
     using T = decltype(zero);

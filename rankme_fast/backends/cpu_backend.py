@@ -89,7 +89,8 @@ def _view(matrix: KernelInput) -> tuple[int, int, int, int, int, int]:
 def cpu_info() -> dict[str, Any]:
     """What the CPU offers (cpuid, and the OS's saved register state), the instruction-set
     variants of the tiled kernel compiled in (each: whether it can run here), the one in use,
-    and the kernel backend="cpu" runs."""
+    the AMX tile kernel's self-test ('passed', or why the amx variant may not run), and the
+    kernel backend="cpu" runs."""
     if native is None:
         return {"available": False, "reason": native_error}
     return {
@@ -99,6 +100,7 @@ def cpu_info() -> dict[str, Any]:
         "in_use": native.cpu_isa(),
         "auto_kernel": native.auto_kernel(),
         "blas": native.blas,
+        "tiles": native.cpu_tile_check(),
         "dispatch": "measured" if cpu_dispatch.measuring() else "by features",
         "routes": cpu_dispatch.routes(),
     }

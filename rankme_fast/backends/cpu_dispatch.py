@@ -182,7 +182,8 @@ def tile_units() -> bool:
 
 def _candidates(dtype: str = "float32", precision: str = "exact") -> dict[str, int]:
     """Kernel name -> route code of every kernel that can run here (the SSE2 baseline only where
-    nothing vectorised runs: it never beats AVX2), with oneMKL's bfloat16 product in fast mode
+    nothing vectorised runs: it never beats AVX2; the amx variant, fast mode on the tile units,
+    only where the CPU has them and its forked self-test passed), with oneMKL's bfloat16 product in fast mode
     where it is installed and the CPU has AMX tiles (for bfloat16 as it is, for float32 and
     float16 as a split). Without tiles oneMKL's bfloat16 products lose to the built-in kernels
     (bench/README.md), and loading the library would cost every process probe time and resident

@@ -24,7 +24,8 @@ pytestmark = [
 
 CHECK = """
 import numpy as np, torch, rankme_fast as rf
-print("isa", rf._C.cpu_isa(), "features", rf._C.cpu_features().replace(" ", ","))
+print("isa", rf._C.cpu_isa(), "features", rf._C.cpu_features().replace(" ", ","),
+      "tiles", rf._C.cpu_isa_variants().get("amx", False))
 rng = np.random.default_rng(0)
 z = rng.standard_normal((600, 70)) * np.arange(1, 71) ** -0.5
 for dtype in (torch.float64, torch.float32, torch.bfloat16):
@@ -60,6 +61,7 @@ def test_a_lesser_cpu_runs_the_variant_it_can_and_matches_float64(cpu, expected)
     words = done.stdout.split()
     assert words[words.index("isa") + 1] == expected, done.stdout
     assert "avx512f" not in words[words.index("features") + 1]
+    assert words[words.index("tiles") + 1] == "False"  # the AMX-less models never pick the tile kernel
     assert words[-1] == "ok"
 
 

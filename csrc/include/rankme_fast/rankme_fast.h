@@ -44,9 +44,10 @@ const char* rf_cpu_tiled_simd(void);
 int32_t rf_cpu_auto_kernel(void);
 
 // Instruction-set variants of the tiled kernel compiled into this library, in ascending order
-// (baseline x86-64, avx2, avx512, avx512bf16), whether each can run on this CPU and OS, the one
-// in use (the best that runs, unless rf_cpu_select_isa chose another) and what cpuid and XCR0
-// report, as space-separated names.
+// (baseline x86-64, avx2, avx512, avx512bf16, then amx: fast mode on the AMX-BF16 tile units),
+// whether each can run on this CPU and OS, the one in use (the best that runs, unless
+// rf_cpu_select_isa chose another; never amx, which only the measured dispatch routes to) and
+// what cpuid and XCR0 report, as space-separated names.
 const char* rf_cpu_features(void);
 int rf_cpu_isa_count(void);
 const char* rf_cpu_isa_name(int index);
@@ -55,9 +56,17 @@ const char* rf_cpu_isa(void);
 int rf_cpu_isa_index_in_use(void);
 int rf_cpu_select_isa(const char* name, char* err, size_t err_len);
 // GFLOP/s of variant `index` on independent multiply-add chains in every OpenMP thread for about
-// `seconds`: kind 0 float64 FMA, 1 float32 FMA, 2 bfloat16 dot product; 0 when the variant has
-// no such instruction, -1 when it cannot run here.
+// `seconds`: kind 0 float64 FMA, 1 float32 FMA, 2 bfloat16 dot product, 3 bfloat16 tile product
+// (TDPBF16PS); 0 when the variant has no such instruction, -1 when it cannot run here.
 double rf_cpu_isa_peak_gflops(int index, int32_t kind, double seconds);
+// The amx variant's self-test, run once per process in a forked child (a fault there kills
+// the child, not the caller): "passed", or why the variant may not run ("not run: ..." when the
+// CPU, the OS or Linux does not offer tiles; force=1 runs the child anyway, for tests).
+const char* rf_cpu_tile_check(int force);
+// The tile kernel with the tile instruction done in software (any CPU; slow): the fast-mode
+// lower-triangle update the amx variant computes, for testing its packing, tiling and split.
+int rf_cpu_tile_emulated_update(const rf_matrix_view* z, const double* shift, double* gram, char* err,
+                                size_t err_len);
 
 // Routes measured at run time (rankme_fast/backends/cpu_dispatch.py): which kernel RF_KERNEL_AUTO
 // runs for a (dtype, precision, width class), width classes cols <= 64, <= 256, <= 1024, above.
