@@ -12,7 +12,7 @@
 // TDPBF16PS wants its second operand). Each 32 x 32 block of the lower triangle (block row I,
 // block column J <= I) is four float32 C tiles, loaded, multiplied over the chunk's rows with two
 // A and two B tiles, and stored back into a block-major float32 triangle; that triangle is added
-// into the float64 state every `flush_rows` rows of z (and at the end of the call).
+// into the float64 state every kFlushRows rows of z (and at the end of the call).
 //
 // Two ways to turn a row into bfloat16 "entries" along the multiplied dimension:
 //  * Direct (bfloat16 input, no shift): one entry per row, the bits as they are.
