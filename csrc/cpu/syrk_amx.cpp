@@ -38,6 +38,8 @@ class HardwareTiles {
   void configure() {
     TileConfig config;
     for (int t = 0; t < 8; ++t) config.colsb[t] = 64, config.rows[t] = 16;
+    // The intrinsic's asm names only the first 8 bytes as read: keep the stores to the rest.
+    __asm__ volatile("" : : "m"(config) : "memory");
     _tile_loadconfig(&config);
   }
   void release() { _tile_release(); }
