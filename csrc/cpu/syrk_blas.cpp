@@ -61,8 +61,7 @@ void syrk_blas_update(const rf_matrix_view& z, const double* shift, double* gram
   for_each_block<float>(z, shift, RF_FLOAT32, [&](const float* a, int64_t k, int64_t lda) {
     scipy_cblas_ssyrk(CblasRowMajor, CblasLower, CblasTrans, n, static_cast<int>(k), 1.0f, a,
                       static_cast<int>(lda), 0.0f, block_gram.data(), n);
-#pragma omp parallel for schedule(dynamic, 16) if (z.cols * z.cols > (1 << 16))
-    for (int64_t i = 0; i < z.cols; ++i) {
+    for (int64_t i = 0; i < z.cols; ++i) {  // one thread: see pack_rows
       const float* src = block_gram.data() + i * z.cols;
       double* dst = gram + i * z.cols;
       for (int64_t j = 0; j <= i; ++j) dst[j] += static_cast<double>(src[j]);

@@ -1,6 +1,7 @@
 """Dispatch by measured speed: at the first fast-mode CPU update of a (dtype, width class), every
-kernel that can run here — each vectorised instruction-set variant of the tiled kernel, and
-BLAS when built in — adds the same probe block into a float64 state; a candidate whose sum is
+kernel that can run here — each vectorised instruction-set variant of the tiled kernel, BLAS
+where it is the feature-based default, oneMKL and the tile kernel where the CPU has AMX — adds
+the same probe block into a float64 state; a candidate whose sum is
 off is dropped, and the fastest of the rest is routed to (rf_cpu_set_route), so no CPU keeps a
 fast path slower than another available one (a bfloat16 kernel slower than the float32 one on
 the same numbers, say). The feature-based default keeps the route unless another candidate's
@@ -183,7 +184,10 @@ def tile_units() -> bool:
 def _candidates(dtype: str = "float32", precision: str = "exact") -> dict[str, int]:
     """Kernel name -> route code of every kernel that can run here (the SSE2 baseline only where
     nothing vectorised runs: it never beats AVX2; the amx variant, fast mode on the tile units,
-    only where the CPU has them and its forked self-test passed), with oneMKL's bfloat16 product in fast mode
+    only where the CPU has them and its forked self-test passed; BLAS only where it is the
+    default, since OpenBLAS keeps its own worker threads spinning after each call, fighting
+    torch's threads for the cores: in a training-like loop the step ran 1.1-2.3× slower with it,
+    bench/README.md), with oneMKL's bfloat16 product in fast mode
     where it is installed and the CPU has AMX tiles (for bfloat16 as it is, for float32 and
     float16 as a split). Without tiles oneMKL's bfloat16 products lose to the built-in kernels
     (bench/README.md), and loading the library would cost every process probe time and resident
@@ -191,7 +195,7 @@ def _candidates(dtype: str = "float32", precision: str = "exact") -> dict[str, i
     found = {f"tiled-{name}": index for index, (name, runs) in enumerate(native.cpu_isa_variants().items()) if runs}
     if len(found) > 1:
         found.pop("tiled-baseline", None)
-    if native.blas is not None:
+    if native.blas is not None and native.auto_kernel() == "blas":
         found["blas"] = int(native.ROUTE_BLAS)
     if precision == "fast" and tile_units() and mkl_bf16.unavailable_reason() is None:
         if dtype == "bfloat16":
@@ -217,25 +221,38 @@ def _measure(dtype: str, precision: str, width_class: int) -> Route:
     rows = max(PROBE_MIN_ROWS, int(PROBE_MULTIPLY_ADDS / (cols * (cols + 1) / 2)))
     probe = _probe_rows(dtype, rows, cols)
     reference = _reference(probe)
-    rejected = {}
     gram = np.zeros((cols, cols), dtype=np.float64)
-    for name, code in candidates.items():  # each candidate's sum checked (and its code warmed up)
-        gram[:] = 0.0
-        run_route(probe, dtype, precision, code, gram)
-        error = _relative_error(np.tril(gram), reference)
-        if not error <= TOLERANCE[precision]:
-            rejected[name] = f"off by {error:.2g} of the largest entry"
-    passed = {name: code for name, code in candidates.items() if name not in rejected}
-    times: dict[str, list[float]] = {name: [] for name in passed}
-    for _ in range(ROUNDS):
-        if time.perf_counter() - started > BUDGET and all(times.values()):
-            break  # over budget: decide on the rounds done
-        for name, code in passed.items():
-            times[name].append(_timed(probe, dtype, precision, code, gram))
-    seconds = {name: float(np.median(values)) for name, values in times.items()}
+    seconds: dict[str, float] = {}
+    rejected: dict[str, str] = {}
+    for group in _in_turn(candidates):
+        for name, code in group.items():  # each candidate's sum checked (and its code warmed up)
+            gram[:] = 0.0
+            run_route(probe, dtype, precision, code, gram)
+            error = _relative_error(np.tril(gram), reference)
+            if not error <= TOLERANCE[precision]:
+                rejected[name] = f"off by {error:.2g} of the largest entry"
+        passed = {name: code for name, code in group.items() if name not in rejected}
+        times: dict[str, list[float]] = {name: [] for name in passed}
+        for _ in range(ROUNDS):
+            if time.perf_counter() - started > BUDGET and all(times.values()):
+                break  # over budget: decide on the rounds done
+            for name, code in passed.items():
+                times[name].append(_timed(probe, dtype, precision, code, gram))
+        seconds.update({name: float(np.median(values)) for name, values in times.items()})
     keep = pick(seconds, default)
     return Route(keep, int(candidates[keep]) if keep != default else int(native.ROUTE_UNSET), default, seconds,
                  rejected)  # fmt: skip
+
+
+def _in_turn(candidates: dict[str, int]) -> list[dict[str, int]]:
+    """The candidates in the groups they are checked and timed in: BLAS (a candidate where it is
+    the default) after all the others. OpenBLAS keeps its own worker threads spinning for ~0.1 s
+    after each call, which took the cores from whatever ran next: timed between the others, it
+    slowed the kernel timed after it and hid a 1.3× win of the AVX2 kernel (float16, D ≤ 64)
+    in some processes (bench/README.md)."""
+    own_pool = {name: code for name, code in candidates.items() if name == "blas"}
+    shared = {name: code for name, code in candidates.items() if name not in own_pool}
+    return [group for group in (shared, own_pool) if group]
 
 
 def pick(seconds: dict[str, float], default: str) -> str:
@@ -255,8 +272,11 @@ def _probe_rows(dtype: str, rows: int, cols: int) -> np.ndarray | object:
 
 
 def _reference(probe: object) -> np.ndarray:
-    rows = np.asarray(probe.float().numpy() if hasattr(probe, "float") else probe, dtype=np.float64)
-    return np.tril(rows.T @ rows)
+    """The probe's float64 Gram, lower triangle, through torch: it shares the OpenMP threads of
+    the kernels timed next (numpy's product runs on its own OpenBLAS, whose workers keep
+    spinning into the first rounds of timing)."""
+    rows = probe.double() if isinstance(probe, torch.Tensor) else torch.from_numpy(np.asarray(probe, np.float64))
+    return torch.tril(rows.T @ rows).numpy()
 
 
 def _address(probe: object) -> int:

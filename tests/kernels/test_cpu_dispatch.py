@@ -66,6 +66,41 @@ def test_a_kernel_whose_sum_is_off_is_never_chosen(fresh_routes, monkeypatch):
     assert faulty in route.rejected and route.kernel != faulty and faulty not in route.seconds
 
 
+def test_blas_is_a_candidate_only_where_it_is_the_default(monkeypatch):
+    """OpenBLAS's own worker threads keep spinning after each call and fight torch's threads for
+    the cores: never chosen over a vectorised tiled kernel for a bare-update win."""
+    if native.blas is None:
+        pytest.skip("built without BLAS")
+    assert ("blas" in cpu_dispatch._candidates("float32", "fast")) == (native.auto_kernel() == "blas")
+    monkeypatch.setattr(native, "auto_kernel", lambda: "blas")
+    assert "blas" in cpu_dispatch._candidates("float32", "fast")
+
+
+def test_blas_is_checked_and_timed_after_every_other_candidate(fresh_routes, monkeypatch):
+    """Its spinning workers would otherwise slow whichever candidate is timed next."""
+    if native.blas is None:
+        pytest.skip("built without BLAS")
+    monkeypatch.setattr(native, "auto_kernel", lambda: "blas")  # BLAS a candidate, as on an SSE2-only CPU
+    real, order = cpu_dispatch.run_route, []
+
+    def run(probe, dtype, precision, code, gram):
+        order.append(code)
+        real(probe, dtype, precision, code, gram)
+
+    monkeypatch.setattr(cpu_dispatch, "run_route", run)
+    route = cpu_dispatch._measure("float32", "fast", 0)
+    blas = int(native.ROUTE_BLAS)
+    assert "blas" in route.seconds and len(route.seconds) > 1
+    first_blas = order.index(blas)
+    assert blas not in order[:first_blas] and set(order[first_blas:]) == {blas}
+
+
+def test_the_probe_reference_is_the_float64_gram():
+    probe = cpu_dispatch._probe_rows("bfloat16", 600, 40)
+    rows = probe.double().numpy()
+    np.testing.assert_allclose(cpu_dispatch._reference(probe), np.tril(rows.T @ rows), rtol=1e-13, atol=1e-10)
+
+
 def test_exact_mode_keeps_the_feature_based_choice(fresh_routes):
     route = cpu_dispatch.route_for("float32", "exact", 100)
     assert route.kernel == route.default and not route.seconds and route.code == native.ROUTE_UNSET
