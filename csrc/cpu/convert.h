@@ -104,7 +104,7 @@ inline const typename Load<Tag>::storage* row_pointer(const rf_matrix_view& z, i
 // Writes rows [r0, r0 + count) of z, minus shift, as a dense row-major count x cols block of
 // Out (double or float). The subtraction happens in float64, before any rounding to Out. One
 // thread: its caller, the BLAS route, runs between OpenBLAS calls, and an OpenMP team there
-// fought OpenBLAS's still-spinning workers for the cores (up to 50x slower on 2 cores).
+// fought OpenBLAS's still-spinning workers for the cores (many times slower on 2 cores).
 template <typename Tag, typename Out>
 void pack_rows(const rf_matrix_view& z, int64_t r0, int64_t count, const double* shift, Out* out) {
   const int64_t cols = z.cols, cs = z.col_stride;

@@ -10,10 +10,6 @@
 #include <cmath>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "kernels.h"
 #include "tile_emulator.h"
 #include "tile_gram.h"
@@ -73,12 +69,6 @@ class HardwareTiles {
   }
 };
 
-#ifdef _OPENMP
-int team_size() { return omp_get_max_threads(); }
-#else
-int team_size() { return 1; }
-#endif
-
 bool emulated = false;  // set once, before the variant first runs
 
 }  // namespace
@@ -92,12 +82,10 @@ void syrk_tiled_update(const rf_matrix_view& z, const double* shift, double* gra
     isa_avx512bf16::syrk_tiled_update(z, shift, gram, precision);
     return;
   }
-  const int64_t blocks = (z.cols + tile_gram::kBlock - 1) / tile_gram::kBlock;
-  const int threads = static_cast<int>(std::min<int64_t>(team_size(), blocks));
   if (emulated)
-    tile_gram::update<tile_gram::EmulatedTiles>(z, shift, gram, threads);
+    tile_gram::update<tile_gram::EmulatedTiles>(z, shift, gram, max_threads());
   else
-    tile_gram::update<HardwareTiles>(z, shift, gram, threads);
+    tile_gram::update<HardwareTiles>(z, shift, gram, max_threads());
 }
 
 // kind 3: TDPBF16PS on four independent C tiles (one thread per core, as the other kinds);

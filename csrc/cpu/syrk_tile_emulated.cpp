@@ -4,10 +4,6 @@
 #include <cstdio>
 #include <new>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "kernels.h"
 #include "rankme_fast/view.h"
 #include "tile_emulator.h"
@@ -21,14 +17,9 @@ extern "C" int rf_cpu_tile_emulated_update(const rf_matrix_view* z, const double
   };
   if (!rankme_fast::valid_view(z)) return fail("invalid matrix view (null data, empty shape or unknown dtype)");
   if (!gram) return fail("gram pointer is null");
-#ifdef _OPENMP
-  const int threads = omp_get_max_threads();
-#else
-  const int threads = 1;
-#endif
   try {
     rankme_fast::tile_gram::update<rankme_fast::tile_gram::EmulatedTiles>(rankme_fast::rows_ascending(*z), shift,
-                                                                          gram, threads);
+                                                                          gram, rankme_fast::max_threads());
   } catch (const std::bad_alloc&) {
     return fail("out of memory allocating the packing buffer");
   }

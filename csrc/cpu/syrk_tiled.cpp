@@ -17,22 +17,18 @@
 // measurement on AVX-512 (bench/README.md); the vector-extension code compiles to AVX2 or SSE2
 // with a smaller register tile.
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <new>
 #include <type_traits>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #if defined(__AVX512BF16__)
 #include <immintrin.h>
 #endif
 
 #include "kernels.h"
 #include "unit_rate.h"
+#include "workspace.h"
 
 #ifndef RF_ISA_NS
 #error "compile with -DRF_ISA_NS=<namespace of this instruction set> (see CMakeLists.txt)"
@@ -83,18 +79,6 @@ constexpr int64_t row_block() { return sizeof(Packed) == sizeof(double) ? 256 : 
 constexpr int64_t kFastRowsPerFlush = 4096;
 constexpr int64_t kPanelsPerPass = 4;  // column panels reused by a row group (stay in L2)
 constexpr int64_t kRowGroup = 8;       // micro-panels per thread work item
-
-struct FreeDeleter {
-  void operator()(void* p) const { std::free(p); }
-};
-
-template <typename T>
-std::unique_ptr<T[], FreeDeleter> aligned_buffer(int64_t elements) {
-  const size_t bytes = (std::max<size_t>(1, static_cast<size_t>(elements)) * sizeof(T) + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, bytes);
-  if (!p) throw std::bad_alloc();
-  return std::unique_ptr<T[], FreeDeleter>(static_cast<T*>(p));
-}
 
 // Rows [r0, r0+count) into panels: panel p holds columns [p*NR, p*NR + NR) as
 // ceil(count / rows_per_element) x NR values, zero past the last column (and, for bfloat16
@@ -259,14 +243,6 @@ class TileTriangle {
   std::vector<int64_t> first_tile_;
   std::unique_ptr<T[], FreeDeleter> tiles_;
 };
-
-#ifdef _OPENMP
-inline int max_threads() { return omp_get_max_threads(); }
-inline int thread_id() { return omp_get_thread_num(); }
-#else
-inline int max_threads() { return 1; }
-inline int thread_id() { return 0; }
-#endif
 
 // Packed: the element of the packed buffers (Acc itself, or a bfloat16 row pair with float sums).
 template <typename Tag, typename Packed, typename Acc, int MR>

@@ -22,12 +22,11 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <new>
 
 #include "convert.h"
+#include "workspace.h"
 
 namespace rankme_fast {
 namespace tile_gram {
@@ -60,18 +59,6 @@ struct Split {
   static constexpr int64_t kFlushRows = 1024;  // 3072 products per float32 sum
 };
 
-struct FreeDeleter {
-  void operator()(void* p) const { std::free(p); }
-};
-template <typename T>
-std::unique_ptr<T[], FreeDeleter> aligned_array(int64_t elements) {
-  const size_t bytes = (static_cast<size_t>(std::max<int64_t>(1, elements)) * sizeof(T) + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, bytes);
-  if (!p) throw std::bad_alloc();
-  std::memset(p, 0, bytes);
-  return std::unique_ptr<T[], FreeDeleter>(static_cast<T*>(p));
-}
-
 // The kernel's buffers and steps for one call. The steps take index ranges so an OpenMP driver
 // can share them out (run_parallel) and a single thread can run them in turn (run_serial).
 template <typename Tag, typename Way>
@@ -83,9 +70,9 @@ class TileGram {
         blocks_((z.cols + kBlock - 1) / kBlock),
         padded_cols_(blocks_ * kBlock),
         entries_(Way::kChunkRows * Way::kEntries),
-        transposed_(aligned_array<uint16_t>(padded_cols_ * entries_)),
-        paired_(aligned_array<uint16_t>(padded_cols_ * entries_)),
-        sums_(aligned_array<float>(blocks_ * (blocks_ + 1) / 2 * 4 * kTileFloats)) {}
+        transposed_(aligned_buffer<uint16_t>(padded_cols_ * entries_, true)),  // zero past the last column
+        paired_(aligned_buffer<uint16_t>(padded_cols_ * entries_, true)),
+        sums_(aligned_buffer<float>(blocks_ * (blocks_ + 1) / 2 * 4 * kTileFloats, true)) {}
 
   int64_t blocks() const { return blocks_; }
 
@@ -279,9 +266,11 @@ void run_parallel(const rf_matrix_view& z, const double* shift, double* gram, in
 }
 
 // Fast-mode update of the lower triangle through tiles: bfloat16 rows without a shift directly,
-// everything else through the split.
+// everything else through the split. At most `max_team` threads and one per block row (1: no
+// OpenMP at all, as in the forked self-test).
 template <typename Tiles>
-void update(const rf_matrix_view& z, const double* shift, double* gram, int threads) {
+void update(const rf_matrix_view& z, const double* shift, double* gram, int max_team) {
+  const int threads = static_cast<int>(std::min<int64_t>(max_team, (z.cols + kBlock - 1) / kBlock));
   if (z.dtype == RF_BFLOAT16 && shift == nullptr) {
     threads > 1 ? run_parallel<Tiles, BFloat16, Direct>(z, nullptr, gram, threads)
                 : run_serial<Tiles, BFloat16, Direct>(z, nullptr, gram);

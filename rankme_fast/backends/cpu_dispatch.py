@@ -206,7 +206,7 @@ def _candidates(dtype: str = "float32", precision: str = "exact") -> dict[str, i
 
 
 def _default(candidates: dict[str, int]) -> str:
-    if native.auto_kernel() == "blas" and "blas" in candidates:
+    if "blas" in candidates:  # a candidate only where it is the default
         return "blas"
     return f"tiled-{native.cpu_isa()}"
 
